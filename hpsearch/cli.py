@@ -1,0 +1,283 @@
+"""The ``hpsearch`` command line: thin wrappers over the library modules.
+
+An :class:`~hpsearch.errors.HpsearchError` prints as one line on stderr with exit code 1;
+``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from hpsearch.errors import HpsearchError
+
+app = typer.Typer(
+    help=(
+        "Automated hyperparameter search for Keras CNNs, on one machine or a Slurm cluster.\n\n"
+        "Typical use: `hpsearch validate studies/x.toml`, `hpsearch run studies/x.toml "
+        "--workers 2` (or `hpsearch launch` + `hpsearch submit` on a cluster), then "
+        "`hpsearch status NAME`.\n\n"
+        "The storage URL comes from --storage, else $HPSEARCH_STORAGE, else "
+        "sqlite:///hpsearch.db."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+_state = {"debug": False}
+
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--storage",
+        help="SQLAlchemy URL of the study database, e.g. sqlite:///hpsearch.db or "
+        "postgresql://user@host/db (keep passwords in ~/.pgpass or $HPSEARCH_DB_PASSWORD). "
+        "Default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db.",
+        show_default=False,
+    ),
+]
+SpecArg = Annotated[Path, typer.Argument(help="Study file, e.g. studies/fashion_mnist.toml.")]
+NameArg = Annotated[str, typer.Argument(help="Study name (the `name` in its study file).")]
+
+
+@app.callback()
+def _main(
+    log_level: Annotated[
+        str, typer.Option(help="Logging level (or $HPSEARCH_LOG_LEVEL).", show_default=False)
+    ] = "",
+    debug: Annotated[bool, typer.Option(help="Show tracebacks instead of one-line errors.")] = False,
+) -> None:
+    _state["debug"] = debug
+    level = (log_level or os.environ.get("HPSEARCH_LOG_LEVEL") or "INFO").upper()
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+@app.command()
+def validate(spec_file: SpecArg) -> None:
+    """Check a study file and print the resolved search space. Touches no database."""
+    from hpsearch.space import describe
+    from hpsearch.spec import load_spec
+
+    spec = load_spec(spec_file)
+    table = Table(title=f"{spec.name}: search space", title_justify="left")
+    for column in ("parameter", "kind", "values"):
+        table.add_column(column)
+    for row in describe(spec.search):
+        table.add_row(*(escape(cell) for cell in row))
+    out.print(table)
+    b, d = spec.budget, spec.data
+    out.print(
+        f"dataset {d.dataset} (val {d.val_fraction:.0%} seed {d.split_seed}"
+        f"{f', train subset {d.train_subset}' if d.train_subset else ''}) · "
+        f"{b.n_trials} trials × ≤{b.max_epochs} epochs · sampler {spec.sampler.kind} · "
+        f"pruner {spec.pruner.kind} · {len(spec.warm_start)} warm-start config(s)"
+    )
+    out.print(f"[green]{spec_file}: OK")
+
+
+@app.command()
+def launch(spec_file: SpecArg, storage: StorageOpt = None) -> None:
+    """Create the study in the database (or continue it) and queue its warm-start trials.
+
+    Launching the same file again continues the study; a changed file under an existing name
+    is refused. Nothing is written when the file is invalid.
+    """
+    launched = _launch(spec_file, storage)
+    out.print(launched.study.study_name)
+
+
+def _launch(spec_file: Path, storage: str | None) -> Any:
+    from hpsearch.spec import load_spec
+    from hpsearch.storage import mask_url
+    from hpsearch.study import budget_state, launch_study
+
+    spec = load_spec(spec_file)
+    launched = launch_study(spec, spec_file.read_text(encoding="utf-8"), storage)
+    b = budget_state(launched.study, spec)
+    verb = "created" if launched.created else "continuing"
+    err.print(
+        f"{verb} study [bold]{spec.name}[/] in {mask_url(launched.storage_url)}: "
+        f"{b.finished}/{b.n_trials} trials finished, {b.waiting} queued"
+    )
+    return launched
+
+
+@app.command()
+def worker(
+    study: Annotated[str, typer.Option(help="Name of a launched study.")],
+    storage: StorageOpt = None,
+    n_trials: Annotated[
+        int | None, typer.Option(help="Stop after this many trials (default: study budget).")
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(help="Start no new trial after this many seconds (default: spec)."),
+    ] = None,
+) -> None:
+    """Run trials of a study until its budget is reached (what each Slurm array task runs).
+
+    SIGTERM/SIGUSR1/Ctrl-C re-queue the trial in flight; it resumes from its last epoch.
+    """
+    from hpsearch.worker import run_worker
+
+    result = run_worker(study, storage, n_trials=n_trials, timeout_s=timeout)
+    err.print(f"worker stopped after {result.trials_run} trial(s): {result.stopped_because}")
+
+
+@app.command()
+def run(
+    spec_file: SpecArg,
+    workers: Annotated[int, typer.Option(min=1, help="Local worker processes.")] = 1,
+    storage: StorageOpt = None,
+    threads_per_worker: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads per worker (default: cores/workers).")
+    ] = None,
+) -> None:
+    """Launch a study and run it with local worker processes, showing live progress.
+
+    Ends with the leaderboard. Ctrl-C stops cleanly; run the same command again to continue.
+    """
+    from hpsearch.local import run_local
+
+    launched = _launch(spec_file, storage)
+    result = run_local(
+        launched.spec.name, launched.storage_url, workers, threads_per_worker=threads_per_worker
+    )
+    _print_status(launched.spec.name, launched.storage_url, top=10, baselines_file=None)
+    err.print(f"worker logs: {result.log_dir}/")
+    if result.interrupted:
+        raise typer.Exit(130)
+    if any(code != 0 for code in result.exit_codes):
+        err.print(f"[red]workers exited with codes {result.exit_codes}; see the logs above")
+        raise typer.Exit(1)
+
+
+@app.command()
+def status(
+    name: NameArg,
+    storage: StorageOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    top: Annotated[int, typer.Option(help="Trials to show in the leaderboard.")] = 10,
+    baselines: Annotated[
+        Path | None, typer.Option(help="Extra baselines TOML ([[baseline]] tables).")
+    ] = None,
+) -> None:
+    """Trials by state, failures by cause, and the best trials ranked next to baselines."""
+    if as_json:
+        from hpsearch.baselines import load_baselines
+        from hpsearch.report import study_summary
+        from hpsearch.study import load_study
+
+        study, spec = load_study(name, storage, heartbeat=False)
+        summary = study_summary(study, load_baselines(baselines), spec.data.dataset)
+        summary.update(_slurm_status(name))
+        out.print_json(json.dumps(summary, default=str))
+        return
+    _print_status(name, storage, top=top, baselines_file=baselines)
+
+
+def _slurm_status(name: str) -> dict[str, Any]:
+    try:
+        from hpsearch import slurm
+    except ImportError:
+        return {}
+    return slurm.status_for_study(name)
+
+
+def _print_status(name: str, storage: str | None, top: int, baselines_file: Path | None) -> None:
+    from hpsearch.baselines import load_baselines
+    from hpsearch.report import study_summary
+    from hpsearch.study import load_study
+
+    study, spec = load_study(name, storage, heartbeat=False)
+    summary = study_summary(study, load_baselines(baselines_file), spec.data.dataset)
+    counts = summary["counts"]
+    causes = ", ".join(f"{k} {v}" for k, v in summary["failed_by_cause"].items())
+    out.print(
+        f"[bold]{name}[/] ({spec.data.dataset}): {summary['n_trials']} trials · "
+        f"complete {counts['complete']} · pruned {counts['pruned']} · "
+        f"failed {counts['fail']}{f' ({causes})' if causes else ''} · "
+        f"running {counts['running']} · queued {counts['waiting']}"
+    )
+    table = Table(
+        title="Leaderboard: ranked by validation accuracy; test accuracy reported, never used "
+        "to select. ★ = beats a baseline on the same metric",
+        title_justify="left",
+    )
+    for column in ("rank", "trial", "val acc", "test acc", "epochs", "min", "params", "config"):
+        table.add_column(column, justify="right" if column != "config" else "left")
+    shown = 0
+    for row in summary["leaderboard"]:
+        if row["kind"] == "baseline":
+            if shown < top:
+                table.add_row(
+                    "", "baseline", "", f"{row['test_accuracy']:.4f}"
+                    + (" (val)" if row["metric"] == "val" else ""), "", "", "",
+                    f"[dim]{row['model']} — {row['source']}", style="cyan",
+                )
+            continue
+        if row["rank"] is None or shown >= top:
+            continue
+        shown += 1
+        table.add_row(
+            str(row["rank"]),
+            str(row["trial"]) + ("" if row["state"] == "complete" else f" ({row['state']})"),
+            _fmt(row["val_accuracy"]),
+            _fmt(row["test_accuracy"]) + (" ★" if row["beats"] else ""),
+            str(row["epochs"] or ""),
+            "" if row["wall_minutes"] is None else f"{row['wall_minutes']:.1f}",
+            "" if row["n_params"] is None else f"{row['n_params']:,}",
+            row["config"] or "",
+        )
+    out.print(table)
+    slurm = _slurm_status(name).get("slurm_jobs")
+    if slurm:
+        out.print(f"Slurm: {slurm}")
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+@app.command()
+def best(
+    name: NameArg,
+    export: Annotated[Path, typer.Option(help="Folder to write the model and metadata to.")],
+    storage: StorageOpt = None,
+) -> None:
+    """Re-train the best configuration on train+validation, test it once, and export it."""
+    from hpsearch.export import export_best
+    from hpsearch.study import load_study
+
+    study, spec = load_study(name, storage, heartbeat=False)
+    record = export_best(study, spec, export)
+    m = record["metrics"]
+    out.print(
+        f"trial {record['trial']}: search val acc {m['search_val_accuracy']:.4f}, "
+        f"re-trained test acc {m['retrained_test_accuracy']:.4f} → {export}/model.keras"
+    )
+
+
+def main() -> None:
+    """Console entry point: run the app, turning HpsearchError into one line + exit 1."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        app()
+    except HpsearchError as e:
+        if _state["debug"]:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

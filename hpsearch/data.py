@@ -1,0 +1,210 @@
+"""Datasets: find the files, load them, normalize, and hold out a seeded validation split.
+
+Built-in datasets are looked up, in order, in ``$HPSEARCH_DATA_DIR/<name>``,
+``/usr/share/datasets/<name>`` (Debian's ``dataset-*`` packages), the Keras cache
+``~/.keras/datasets``, and finally through ``keras.datasets`` (a download). The validation set is
+held out of the training set; the test set is only ever used to report.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import logging
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from hpsearch.errors import DataError
+from hpsearch.spec import DataSpec
+
+_logger = logging.getLogger(__name__)
+
+_FOLDER_NAMES = {
+    "fashion_mnist": ("fashion_mnist", "fashion-mnist"),
+    "mnist": ("mnist",),
+    "cifar10": ("cifar10", "cifar-10-batches-py"),
+    "cifar100": ("cifar100", "cifar-100-python"),
+}
+_IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
+DEBIAN_DATA_DIR = Path("/usr/share/datasets")
+
+
+@dataclass(frozen=True)
+class Arrays:
+    """Raw arrays of a dataset: uint8 images (N, H, W, C) and integer labels (N,)."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Normalized float32 splits; ``val`` is held out of the training set."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one image, e.g. ``(28, 28, 1)``."""
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes (labels are 0..n-1)."""
+        return int(max(self.y_train.max(), self.y_val.max(), self.y_test.max())) + 1
+
+
+def candidate_dirs(name: str) -> list[Path]:
+    """The folders searched for a built-in dataset, in order."""
+    roots = []
+    if os.environ.get("HPSEARCH_DATA_DIR"):
+        roots.append(Path(os.environ["HPSEARCH_DATA_DIR"]))
+    roots += [DEBIAN_DATA_DIR, Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "datasets"]
+    return [root / folder for root in roots for folder in _FOLDER_NAMES[name]]
+
+
+def load_arrays(dataset: str) -> Arrays:
+    """Load a built-in dataset by name, or a user ``.npz`` by path.
+
+    Raises:
+        DataError: If the files are not found and the Keras download fails; the message lists
+            every path tried and how to provide the files.
+    """
+    if dataset.endswith(".npz"):
+        return _load_npz(Path(dataset))
+    tried = []
+    for folder in candidate_dirs(dataset):
+        tried.append(str(folder))
+        arrays = _load_folder(dataset, folder)
+        if arrays is not None:
+            _logger.info("loaded %s from %s", dataset, folder)
+            return arrays
+    try:
+        return _download(dataset)
+    except Exception as e:  # keras raises many kinds of errors offline
+        hint = (
+            "apt-get install dataset-fashion-mnist"
+            if dataset == "fashion_mnist"
+            else f"put the Keras files of {dataset} in $HPSEARCH_DATA_DIR/{dataset}/"
+        )
+        raise DataError(
+            f"dataset {dataset!r} not found in {', '.join(tried)}, and the keras download "
+            f"failed ({type(e).__name__}: {str(e)[:120]}). Fix: {hint}, or set HPSEARCH_DATA_DIR "
+            "to a folder holding it"
+        ) from e
+
+
+@functools.lru_cache(maxsize=4)
+def load_splits(spec: DataSpec) -> Splits:
+    """Load, normalize to [0, 1] and split ``spec.dataset`` deterministically.
+
+    The validation set is ``val_fraction`` of the training set, drawn with ``split_seed``;
+    ``train_subset`` then keeps the first N of the remaining shuffled training images.
+    """
+    arrays = load_arrays(spec.dataset)
+    rng = np.random.default_rng(spec.split_seed)
+    order = rng.permutation(len(arrays.x_train))
+    n_val = max(1, round(len(order) * spec.val_fraction))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    if spec.train_subset is not None:
+        train_idx = train_idx[: spec.train_subset]
+    return Splits(
+        x_train=_normalize(arrays.x_train[train_idx]),
+        y_train=arrays.y_train[train_idx].astype("int32"),
+        x_val=_normalize(arrays.x_train[val_idx]),
+        y_val=arrays.y_train[val_idx].astype("int32"),
+        x_test=_normalize(arrays.x_test),
+        y_test=arrays.y_test.astype("int32"),
+    )
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    x = x.astype("float32")
+    if x.max(initial=0) > 1.0:
+        x /= 255.0
+    return x if x.ndim == 4 else x[..., None]
+
+
+def _load_folder(name: str, folder: Path) -> Arrays | None:
+    if not folder.is_dir():
+        return None
+    if name in ("fashion_mnist", "mnist") and all((folder / f).exists() for f in _IDX_FILES):
+        xtr, ytr, xte, yte = (_read_idx(folder / f) for f in _IDX_FILES)
+        return Arrays(xtr, ytr, xte, yte)
+    if name == "mnist" and (folder / "mnist.npz").exists():
+        return _load_npz(folder / "mnist.npz")
+    if name == "cifar10" and (folder / "data_batch_1").exists():
+        batches = [_unpickle(folder / f"data_batch_{i}") for i in range(1, 6)]
+        test = _unpickle(folder / "test_batch")
+        return Arrays(
+            np.concatenate([_cifar_images(b) for b in batches]),
+            np.concatenate([np.asarray(b[b"labels"]) for b in batches]),
+            _cifar_images(test),
+            np.asarray(test[b"labels"]),
+        )
+    if name == "cifar100" and (folder / "train").exists():
+        train, test = _unpickle(folder / "train"), _unpickle(folder / "test")
+        return Arrays(
+            _cifar_images(train),
+            np.asarray(train[b"fine_labels"]),
+            _cifar_images(test),
+            np.asarray(test[b"fine_labels"]),
+        )
+    return None
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _unpickle(path: Path) -> dict[bytes, object]:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")  # noqa: S301 - Keras' own CIFAR format
+
+
+def _cifar_images(batch: dict[bytes, object]) -> np.ndarray:
+    return np.asarray(batch[b"data"]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+def _load_npz(path: Path) -> Arrays:
+    if not path.exists():
+        raise DataError(
+            f"{path}: no such .npz file. Fix: give a path to a .npz with x_train, y_train, "
+            "x_test, y_test"
+        )
+    with np.load(path) as f:
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in f]
+        if missing:
+            raise DataError(
+                f"{path}: missing arrays {', '.join(missing)}; a dataset .npz needs x_train, "
+                f"y_train, x_test, y_test (found: {', '.join(f.files)})"
+            )
+        return Arrays(f["x_train"], f["y_train"].reshape(-1), f["x_test"], f["y_test"].reshape(-1))
+
+
+def _download(name: str) -> Arrays:
+    import keras
+
+    module = getattr(keras.datasets, name)
+    (xtr, ytr), (xte, yte) = module.load_data()
+    return Arrays(xtr, ytr.reshape(-1), xte, yte.reshape(-1))

@@ -1,0 +1,278 @@
+"""One trial: sample a config, build the CNN, train epoch by epoch, report, prune, checkpoint.
+
+Every epoch the trial reports validation accuracy to Optuna (step = epochs run) and saves a
+checkpoint (model + optimizer state) under ``runs/<study>/checkpoints/trial_<n>/``. A retried
+trial (after preemption or a dead worker) resumes from the checkpoint of the trial it retries,
+so at most the epoch in flight is lost. Test accuracy is measured only for completed trials and
+only recorded, never returned to Optuna.
+
+Trial user attrs (all ``hpsearch:*``): ``epochs``, ``wall_time_s``, ``n_params``,
+``test_accuracy``, ``config``, ``seed``, ``fail_reason`` (``nan``, ``oom``, ``preempted``,
+``exception``), ``error``, and where the trial ran (``host``, ``slurm_job_id``,
+``slurm_array_task_id``, ``gpu``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna_integration import KerasPruningCallback
+
+from hpsearch.data import Splits, load_splits
+from hpsearch.errors import NanLossError
+from hpsearch.model import build_model, compile_model
+from hpsearch.space import sample_config
+from hpsearch.spec import StudySpec
+
+if TYPE_CHECKING:
+    import keras
+
+_logger = logging.getLogger(__name__)
+
+MONITOR = "val_accuracy"
+
+
+def runs_dir() -> Path:
+    """Folder for checkpoints, logs and job scripts: ``$HPSEARCH_RUNS_DIR`` or ``./runs``."""
+    return Path(os.environ.get("HPSEARCH_RUNS_DIR", "runs"))
+
+
+def where_am_i() -> dict[str, str]:
+    """Host, Slurm job/array ids and GPU of this process (recorded on every trial)."""
+    env = os.environ
+    info = {"host": env.get("SLURMD_NODENAME") or socket.gethostname(), "pid": str(os.getpid())}
+    job = env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID")
+    if job:
+        info["slurm_job_id"] = job
+    for key, var in (("slurm_array_task_id", "SLURM_ARRAY_TASK_ID"),
+                     ("slurm_restart_count", "SLURM_RESTART_COUNT"),
+                     ("gpu", "CUDA_VISIBLE_DEVICES")):
+        if env.get(var):
+            info[key] = env[var]
+    return info
+
+
+def log_prefix() -> str:
+    """``job 123_4`` inside a Slurm array task, ``pid 999`` elsewhere."""
+    env = os.environ
+    job = env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID")
+    if job and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"job {job}_{env['SLURM_ARRAY_TASK_ID']}"
+    return f"job {job}" if job else f"pid {os.getpid()}"
+
+
+@dataclass
+class CheckpointState:
+    """What a checkpoint remembers besides the model: epochs done and time spent."""
+
+    epochs_done: int
+    wall_time_s: float
+    val_accuracy: float
+
+
+class Checkpoint:
+    """Per-trial checkpoint folder, written atomically after every epoch."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.model_path = folder / "model.keras"
+        self.state_path = folder / "state.json"
+
+    def save(self, model: keras.Model, state: CheckpointState) -> None:
+        """Save model (with optimizer state) and progress; a crash mid-save keeps the old one."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp_model = self.folder / "model.tmp.keras"
+        model.save(tmp_model)
+        os.replace(tmp_model, self.model_path)
+        tmp_state = self.folder / "state.tmp.json"
+        tmp_state.write_text(json.dumps(state.__dict__))
+        os.replace(tmp_state, self.state_path)
+
+    def load(self) -> tuple[keras.Model, CheckpointState] | None:
+        """The saved model and state, or None when there is no complete checkpoint."""
+        if not (self.model_path.exists() and self.state_path.exists()):
+            return None
+        import keras
+
+        state = CheckpointState(**json.loads(self.state_path.read_text()))
+        return keras.saving.load_model(self.model_path), state
+
+    def remove(self) -> None:
+        """Delete the folder (the trial finished; nothing to resume)."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class PruningCallback(KerasPruningCallback):  # type: ignore[misc]
+    """optuna-integration's Keras callback with step = epochs run, raising on a missing metric."""
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if not logs or self._monitor not in logs:
+            raise KeyError(
+                f"metric {self._monitor!r} is missing from the epoch logs "
+                f"(have: {', '.join(logs or {}) or 'none'}); compile with metrics=['accuracy'] "
+                "and pass validation_data"
+            )
+        super().on_epoch_end(epoch + 1, logs)
+
+
+@dataclass
+class _Progress:
+    epochs: int
+    val_accuracy: float
+    started: float
+    time_before: float
+
+    def wall_time(self) -> float:
+        return self.time_before + time.monotonic() - self.started
+
+
+def _epoch_callbacks(
+    trial: optuna.Trial, checkpoint: Checkpoint, progress: _Progress
+) -> tuple[Any, Any]:
+    import keras
+
+    prefix = f"[{log_prefix()} trial {trial.number}]"
+
+    class EpochGuard(keras.callbacks.Callback):  # type: ignore[misc]
+        """Raise on a NaN loss, count and log the epoch."""
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            logs = logs or {}
+            loss = float(logs.get("loss", math.nan))
+            if not math.isfinite(loss):
+                raise NanLossError(f"loss became {loss} in epoch {epoch + 1}")
+            progress.epochs = epoch + 1
+            progress.val_accuracy = float(logs.get(MONITOR, math.nan))
+            _logger.info(
+                "%s epoch %d val_acc=%.4f loss=%.4f", prefix, epoch + 1,
+                float(logs.get(MONITOR, math.nan)), loss,
+            )
+
+    class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
+        """Save the checkpoint after the epoch was reported (and not pruned)."""
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            checkpoint.save(
+                self.model,
+                CheckpointState(progress.epochs, progress.wall_time(), progress.val_accuracy),
+            )
+
+    return EpochGuard(), Checkpointer()
+
+
+def classify_failure(error: BaseException) -> str:
+    """Cause of a failed trial: ``preempted``, ``nan``, ``oom`` or ``exception``."""
+    if isinstance(error, KeyboardInterrupt):  # Preempted, or Ctrl-C
+        return "preempted"
+    if isinstance(error, NanLossError):
+        return "nan"
+    text = f"{type(error).__name__} {error}".lower()
+    if "resourceexhausted" in text or "out of memory" in text or isinstance(error, MemoryError):
+        return "oom"
+    return "exception"
+
+
+class Objective:
+    """The Optuna objective for one study: returns the last epoch's validation accuracy.
+
+    Args:
+        spec: The study spec (data, budget and search space).
+        splits: Data to train on; defaults to :func:`hpsearch.data.load_splits` of the spec.
+        folder: Where checkpoints go; defaults to ``runs/<study>/checkpoints``.
+    """
+
+    def __init__(
+        self, spec: StudySpec, splits: Splits | None = None, folder: Path | None = None
+    ) -> None:
+        self.spec = spec
+        self._splits = splits
+        self.folder = folder or runs_dir() / spec.name / "checkpoints"
+        self.current_trial_id: int | None = None
+
+    @property
+    def splits(self) -> Splits:
+        """The data, loaded on first use (once per process)."""
+        if self._splits is None:
+            self._splits = load_splits(self.spec.data)
+        return self._splits
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.current_trial_id = trial._trial_id
+        config = sample_config(trial, self.spec.search)
+        system_attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
+        root = int(system_attrs.get("failed_trial", trial.number))
+        checkpoint = Checkpoint(self.folder / f"trial_{root}")
+        seed = (self.spec.sampler.seed or 0) + root
+        for key in ("hpsearch:fail_reason", "hpsearch:error"):
+            if key in trial.user_attrs:
+                trial.set_user_attr(key, None)
+        trial.set_user_attr("hpsearch:config", config.summary())
+        trial.set_user_attr("hpsearch:seed", seed)
+        for key, value in where_am_i().items():
+            trial.set_user_attr(f"hpsearch:{key}", value)
+        progress = _Progress(0, math.nan, time.monotonic(), 0.0)
+        try:
+            import keras
+
+            splits = self.splits
+            keras.utils.set_random_seed(seed)
+            resumed = checkpoint.load()
+            if resumed is not None:
+                model, state = resumed
+                progress.epochs, progress.val_accuracy = state.epochs_done, state.val_accuracy
+                progress.time_before = state.wall_time_s
+                _logger.info(
+                    "[%s trial %d] resuming trial %d after epoch %d",
+                    log_prefix(), trial.number, root, state.epochs_done,
+                )
+            else:
+                model = build_model(config.model, splits.input_shape, splits.n_classes, seed)
+                compile_model(model, config.train)
+            trial.set_user_attr("hpsearch:n_params", int(model.count_params()))
+            guard, checkpointer = _epoch_callbacks(trial, checkpoint, progress)
+            model.fit(
+                splits.x_train,
+                splits.y_train,
+                batch_size=config.train.batch_size,
+                epochs=self.spec.budget.max_epochs,
+                initial_epoch=progress.epochs,
+                validation_data=(splits.x_val, splits.y_val),
+                callbacks=[
+                    keras.callbacks.TerminateOnNaN(),
+                    guard,
+                    PruningCallback(trial, MONITOR),
+                    checkpointer,
+                ],
+                verbose=0,
+            )
+            _, test_acc = model.evaluate(splits.x_test, splits.y_test, batch_size=512, verbose=0)
+            trial.set_user_attr("hpsearch:test_accuracy", float(test_acc))
+            self._finish(trial, checkpoint, progress)
+            return progress.val_accuracy
+        except optuna.TrialPruned:
+            self._finish(trial, checkpoint, progress)
+            raise
+        except (Exception, KeyboardInterrupt) as e:
+            reason = classify_failure(e)
+            trial.set_user_attr("hpsearch:fail_reason", reason)
+            trial.set_user_attr("hpsearch:error", f"{type(e).__name__}: {e}"[:500])
+            trial.set_user_attr("hpsearch:epochs", progress.epochs)
+            trial.set_user_attr("hpsearch:wall_time_s", progress.wall_time())
+            if reason != "preempted":
+                checkpoint.remove()
+            raise
+
+    def _finish(self, trial: optuna.Trial, checkpoint: Checkpoint, progress: _Progress) -> None:
+        trial.set_user_attr("hpsearch:epochs", progress.epochs)
+        trial.set_user_attr("hpsearch:wall_time_s", progress.wall_time())
+        checkpoint.remove()

@@ -1,0 +1,491 @@
+"""Study files: TOML → a validated, immutable :class:`StudySpec`.
+
+A study file names the dataset, the budget, the sampler, the pruner and the search space. Every
+dimension of the search space is written in one of three forms::
+
+    n_blocks = 2                                   # fixed, not searched
+    n_blocks = {low = 1, high = 3}                 # a range (ints: step; floats: log)
+    pooling  = {choices = ["max", "avg"]}          # a choice list
+
+Unknown keys are errors, and every error is one line that names the file, the field, what was
+received and a valid example (see :func:`load_spec`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+
+from hpsearch.errors import SpecError
+
+BUILTIN_DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100")
+OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adadelta"]
+Activation = Literal["relu", "elu", "gelu", "swish", "leaky_relu", "tanh"]
+Scalar = bool | int | float | str
+T = TypeVar("T")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _as_dim_dict(value: Any) -> Any:
+    """A bare scalar in the TOML file means a fixed value."""
+    if isinstance(value, Mapping) or isinstance(value, _Dim):
+        return value
+    return {"value": value}
+
+
+class _Dim(_Strict):
+    """One search dimension: a fixed ``value``, a ``choices`` list, or a ``low``/``high`` range."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _scalar_is_fixed(cls, data: Any) -> Any:
+        return _as_dim_dict(data)
+
+    def _check_one_form(self, has_range: bool) -> None:
+        choices = getattr(self, "choices", None)
+        forms = sum([self.value is not None, choices is not None, has_range])  # type: ignore[attr-defined]
+        if forms != 1:
+            raise ValueError(
+                "give exactly one of a fixed value, {choices = [...]} or {low = ..., high = ...}"
+            )
+        if choices is not None:
+            if len(choices) == 0:
+                raise ValueError("the choice list is empty")
+            if len(set(map(repr, choices))) != len(choices):
+                raise ValueError("the choice list has duplicates")
+
+    @property
+    def is_fixed(self) -> bool:
+        """True when the dimension is a single fixed value (not an Optuna parameter)."""
+        choices = getattr(self, "choices", None)
+        return self.value is not None or (choices is not None and len(choices) == 1)  # type: ignore[attr-defined]
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one this dimension can take (for warm-start checks)."""
+        if getattr(self, "value", None) is not None:
+            return bool(value == self.value)  # type: ignore[attr-defined]
+        choices = getattr(self, "choices", None)
+        if choices is not None:
+            return any(type(value) is type(c) and value == c for c in choices) or (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and any(not isinstance(c, bool) and value == c for c in choices)
+            )
+        low, high = getattr(self, "low"), getattr(self, "high")
+        return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+
+    def to_toml(self) -> str:
+        """The dimension written back as TOML (for examples and ``hpsearch validate``)."""
+        data = self.model_dump(exclude_none=True, exclude_defaults=True)
+        if "value" in data:
+            return _toml_value(data["value"])
+        if "choices" not in data:
+            data.setdefault("low", getattr(self, "low"))
+            data.setdefault("high", getattr(self, "high"))
+        return _toml_value(data)
+
+
+class IntDim(_Dim):
+    """An integer dimension: ``3``, ``{low = 1, high = 3}``, or ``{choices = [32, 64]}``."""
+
+    value: int | None = None
+    low: int | None = None
+    high: int | None = None
+    step: int = Field(1, gt=0)
+    log: bool = False
+    choices: list[int] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> IntDim:
+        _check_range(self, self.low, self.high)
+        return self
+
+
+class FloatDim(_Dim):
+    """A float dimension: ``0.5``, ``{low = 1e-4, high = 0.1, log = true}``, or ``{choices = [...]}``."""
+
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FloatDim:
+        _check_range(self, self.low, self.high)
+        return self
+
+
+class CatDim(_Dim, Generic[T]):
+    """A categorical dimension: ``"relu"`` or ``{choices = ["relu", "gelu"]}``."""
+
+    value: T | None = None
+    choices: list[T] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> CatDim[T]:
+        self._check_one_form(has_range=False)
+        return self
+
+
+def _check_range(dim: _Dim, low: float | None, high: float | None) -> None:
+    if (low is None) != (high is None):
+        raise ValueError("a range needs both low and high")
+    dim._check_one_form(has_range=low is not None)
+    if low is None or high is None:
+        return
+    if low > high:
+        raise ValueError(f"low must be <= high, got low={low} > high={high}")
+    if getattr(dim, "log", False) and low <= 0:
+        raise ValueError(f"a log range needs low > 0, got low={low}")
+    if isinstance(dim, FloatDim) and not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError("low and high must be finite")
+
+
+BoolDim = CatDim[bool]
+
+
+class DataSpec(_Strict):
+    """Which data to train on and how the validation set is held out of the training set."""
+
+    dataset: str = Field(examples=["fashion_mnist"])
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    split_seed: int = 0
+    train_subset: int | None = Field(None, gt=0, examples=[12000])
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, value: str) -> str:
+        if value in BUILTIN_DATASETS or value.endswith(".npz"):
+            return value
+        raise ValueError(
+            f"unknown dataset; use one of {', '.join(BUILTIN_DATASETS)} "
+            "or a path to a .npz file with x_train, y_train, x_test, y_test"
+        )
+
+
+class BudgetSpec(_Strict):
+    """How much to search: trials (complete or pruned), epochs per trial, wall time per worker."""
+
+    n_trials: int = Field(gt=0, examples=[100])
+    max_epochs: int = Field(gt=0, examples=[30])
+    timeout_s: float | None = Field(None, gt=0, examples=[3600])
+    max_consecutive_failures: int = Field(5, gt=0)
+
+
+class ObjectiveSpec(_Strict):
+    """What is optimized. Test accuracy is recorded but never used for selection."""
+
+    metric: Literal["val_accuracy"] = "val_accuracy"
+    direction: Literal["maximize"] = "maximize"
+
+
+class SamplerSpec(_Strict):
+    """Optuna sampler: TPE (default), random search or CMA-ES."""
+
+    kind: Literal["tpe", "random", "cmaes"] = "tpe"
+    seed: int | None = Field(None, examples=[42])
+    n_startup_trials: int = Field(10, ge=0)
+
+
+class PrunerSpec(_Strict):
+    """Optuna pruner that stops unpromising trials after an epoch; step = epochs run."""
+
+    kind: Literal["hyperband", "successive_halving", "median", "none"] = "hyperband"
+    min_resource: int = Field(1, gt=0)
+    reduction_factor: int = Field(3, ge=2)
+    n_startup_trials: int = Field(5, ge=0)
+    n_warmup_steps: int = Field(1, ge=0)
+
+
+class ConvSpace(_Strict):
+    """Convolutional blocks: each block is conv layers, then pooling, then dropout.
+
+    Filters come either from ``filters_base`` × ``filters_growth`` ** k (k counts blocks or
+    layers, see ``growth_every``), or, with ``filters``, are searched separately per block.
+    """
+
+    n_blocks: IntDim = IntDim(low=1, high=3)
+    layers_per_block: IntDim = IntDim(low=1, high=2)
+    filters_base: IntDim | None = IntDim(choices=[16, 32, 64])
+    filters_growth: FloatDim = FloatDim(choices=[1.0, 2.0])
+    growth_every: Literal["block", "layer"] = "block"
+    max_filters: int = Field(512, gt=0)
+    filters: IntDim | None = None
+    kernel_size: IntDim = IntDim(choices=[3, 5])
+    padding: CatDim[Literal["same", "valid"]] = CatDim[Literal["same", "valid"]](value="same")
+    batch_norm: BoolDim = BoolDim(choices=[False, True])
+    pooling: CatDim[Literal["max", "avg"]] = CatDim[Literal["max", "avg"]](value="max")
+    dropout: FloatDim = FloatDim(low=0.0, high=0.5)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_block_filters_replace_base(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "filters" in data and "filters_base" not in data:
+            return {**data, "filters_base": None}
+        return data
+
+    @model_validator(mode="after")
+    def _one_filter_scheme(self) -> ConvSpace:
+        if (self.filters is None) == (self.filters_base is None):
+            raise ValueError("give either filters_base (with filters_growth) or filters, not both")
+        return self
+
+
+class DenseSpace(_Strict):
+    """Fully connected layers between the conv blocks and the softmax."""
+
+    n_layers: IntDim = IntDim(low=1, high=2)
+    units: IntDim = IntDim(choices=[64, 128, 256])
+    dropout: FloatDim = FloatDim(low=0.0, high=0.6)
+
+
+class SGDSpace(_Strict):
+    """Sub-parameters searched only when the optimizer is SGD."""
+
+    lr: FloatDim | None = None
+    momentum: FloatDim = FloatDim(low=0.5, high=0.99)
+    nesterov: BoolDim = BoolDim(choices=[False, True])
+
+
+class RMSpropSpace(_Strict):
+    """Sub-parameters searched only when the optimizer is RMSprop."""
+
+    lr: FloatDim | None = None
+    rho: FloatDim = FloatDim(value=0.9)
+    momentum: FloatDim = FloatDim(value=0.0)
+
+
+class AdamSpace(_Strict):
+    """Sub-parameters searched only when the optimizer is Adam or AdamW."""
+
+    lr: FloatDim | None = None
+    beta_1: FloatDim = FloatDim(value=0.9)
+
+
+class AdadeltaSpace(_Strict):
+    """Sub-parameters searched only when the optimizer is Adadelta (it wants lr near 1)."""
+
+    lr: FloatDim | None = FloatDim(low=0.05, high=1.0, log=True)
+    rho: FloatDim = FloatDim(value=0.95)
+
+
+class OptimizerSpace(_Strict):
+    """Optimizer choice; ``lr`` and ``weight_decay`` are shared, the rest is per optimizer."""
+
+    name: CatDim[OptimizerName] = CatDim[OptimizerName](
+        choices=["sgd", "adam", "adamw", "rmsprop", "adadelta"]
+    )
+    lr: FloatDim = FloatDim(low=1e-4, high=1e-1, log=True)
+    weight_decay: FloatDim = FloatDim(choices=[0.0, 1e-5, 1e-4])
+    sgd: SGDSpace = SGDSpace()
+    rmsprop: RMSpropSpace = RMSpropSpace()
+    adam: AdamSpace = AdamSpace()
+    adamw: AdamSpace = AdamSpace()
+    adadelta: AdadeltaSpace = AdadeltaSpace()
+
+
+class TrainingSpace(_Strict):
+    """Training loop settings that are searched."""
+
+    batch_size: IntDim = IntDim(choices=[32, 64, 128])
+
+
+class AugmentSpace(_Strict):
+    """Light, label-preserving augmentation (active only while training)."""
+
+    flip: BoolDim = BoolDim(value=False)
+    translate: FloatDim = FloatDim(value=0.0)
+
+
+class SearchSpace(_Strict):
+    """The whole search space: architecture, optimizer, training and augmentation."""
+
+    activation: CatDim[Activation] = CatDim[Activation](choices=["relu", "gelu"])
+    conv: ConvSpace = ConvSpace()
+    dense: DenseSpace = DenseSpace()
+    optimizer: OptimizerSpace = OptimizerSpace()
+    training: TrainingSpace = TrainingSpace()
+    augment: AugmentSpace = AugmentSpace()
+
+
+class StudySpec(_Strict):
+    """A whole study file. See ``studies/fashion_mnist.toml`` for an annotated example."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", examples=["fashion_mnist_quick"])
+    description: str = ""
+    data: DataSpec
+    budget: BudgetSpec
+    objective: ObjectiveSpec = ObjectiveSpec()
+    sampler: SamplerSpec = SamplerSpec()
+    pruner: PrunerSpec = PrunerSpec()
+    search: SearchSpace = SearchSpace()
+    warm_start: list[dict[str, Scalar]] = Field(
+        default_factory=list,
+        examples=[[{"conv.n_blocks": 1, "optimizer.name": "sgd", "optimizer.lr": 0.01}]],
+    )
+
+    def fingerprint(self) -> str:
+        """A stable hash of the validated spec; a changed spec gets a different one."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    """Load and validate a study spec from a TOML file.
+
+    Args:
+        path: Path to a ``studies/*.toml`` file.
+    Returns:
+        The validated, immutable spec.
+    Raises:
+        SpecError: If the file is missing, not valid TOML, or a field is invalid. The message is
+            one line: file, field path, what was received and a valid example.
+
+    Example:
+        >>> spec = load_spec("studies/smoke.toml")
+        >>> spec.data.dataset
+        'fashion_mnist'
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError(f"{path}: cannot read the study file ({e.strerror or e})") from e
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError(f"{path}: not valid TOML: {e}. Example: n_trials = 100") from e
+    return spec_from_dict(raw, source=str(path))
+
+
+def spec_from_dict(raw: Mapping[str, Any], source: str = "<spec>") -> StudySpec:
+    """Validate an already parsed study spec (for example one stored with a study)."""
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError(_format_validation_error(source, e)) from e
+    _check_warm_start(spec, source)
+    return spec
+
+
+def _check_warm_start(spec: StudySpec, source: str) -> None:
+    from hpsearch.space import param_dimensions
+
+    dims = param_dimensions(spec.search)
+    for i, config in enumerate(spec.warm_start):
+        for key, value in config.items():
+            where = f"{source}: `warm_start[{i}].{key}`"
+            if key not in dims:
+                raise SpecError(
+                    f"{where} is not a parameter of this search space. Received: {key!r}. "
+                    f"Valid names: {', '.join(sorted(dims))}"
+                )
+            if not dims[key].contains(value):
+                raise SpecError(
+                    f"{where} is outside its search dimension. Received: {_toml_value(value)}. "
+                    f"Example: {key.rsplit('.', 1)[-1]} = {dims[key].to_toml()}"
+                )
+
+
+def _format_validation_error(source: str, error: ValidationError) -> str:
+    first = error.errors()[0]
+    loc: Sequence[Any] = [p for p in first["loc"] if p != "value"]
+    field = ".".join(str(p) for p in loc) or "(top level)"
+    kind, msg = first["type"], first["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        parent_fields = _fields_at(loc[:-1])
+        msg = "is not a known field" + (
+            f" (valid here: {', '.join(parent_fields)})" if parent_fields else ""
+        )
+    elif kind == "missing":
+        msg = "is required"
+    else:
+        msg = f"is invalid: {msg}"
+    received = "nothing" if kind == "missing" else _toml_value(first.get("input"))
+    return f"{source}: `{field}` {msg}. Received: {received}. Example: {_example_at(loc)}"
+
+
+def _field_at(loc: Sequence[Any]) -> tuple[str, FieldInfo] | None:
+    """Walk the spec models along ``loc``; return the deepest (name, field) found."""
+    model: Any = StudySpec
+    found: tuple[str, FieldInfo] | None = None
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not isinstance(part, str) or not fields or part not in fields:
+            break
+        found = (part, fields[part])
+        model = _model_type(fields[part].annotation)
+    return found
+
+
+def _fields_at(loc: Sequence[Any]) -> list[str]:
+    model: Any = StudySpec
+    for part in loc:
+        fields = getattr(model, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        model = _model_type(fields[part].annotation)
+    return list(getattr(model, "model_fields", {}))
+
+
+def _model_type(annotation: Any) -> Any:
+    for candidate in (annotation, *getattr(annotation, "__args__", ())):
+        if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+            return candidate
+    return None
+
+
+def _example_at(loc: Sequence[Any]) -> str:
+    found = _field_at(loc)
+    if found is None:
+        return 'name = "my_study"'
+    name, info = found
+    if info.examples:
+        return f"{name} = {_toml_value(info.examples[0])}"
+    default = info.get_default(call_default_factory=True)
+    if isinstance(default, _Dim):
+        return f"{name} = {default.to_toml()}"
+    if isinstance(default, BaseModel):
+        first = next(iter(type(default).model_fields))
+        return f"[{'.'.join(str(p) for p in loc)}] {first} = {_toml_value(getattr(default, first))}"
+    if default is None and isinstance(info.annotation, type):
+        return f"{name} = ..."
+    return f"{name} = {_toml_value(default)}"
+
+
+def _toml_value(value: Any) -> str:
+    """Render a value as an inline TOML literal (for messages and ``validate`` output)."""
+    if isinstance(value, _Dim):
+        return value.to_toml()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, Sequence):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if value is None:
+        return "(none)"
+    return repr(value)

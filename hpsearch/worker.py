@@ -1,0 +1,149 @@
+"""The worker loop that every local process and every Slurm array task runs.
+
+A worker loads the study by name, asks it for trials and trains them until the study's trial
+budget is reached (complete + pruned + running trials), its own ``--n-trials`` or ``--timeout``
+is used up, or too many trials in a row failed. SIGTERM, SIGUSR1 (Slurm's pre-termination
+signal) and SIGINT interrupt the trial in flight: it is marked FAIL with reason ``preempted``
+and re-queued with its parameters and epoch history, and the next worker resumes it from its
+last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import FrameType
+
+import optuna
+from optuna.trial import TrialState
+
+from hpsearch.errors import HpsearchError, Preempted
+from hpsearch.objective import Objective, log_prefix
+from hpsearch.storage import retry_callback
+from hpsearch.study import budget_state, load_study
+
+_logger = logging.getLogger(__name__)
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+
+
+@dataclass(frozen=True)
+class WorkerResult:
+    """Why and after how many trials a worker stopped."""
+
+    trials_run: int
+    stopped_because: str
+    preempted: bool = False
+
+
+@contextlib.contextmanager
+def preemption_signals() -> Iterator[None]:
+    """Turn the first SIGTERM/SIGUSR1/SIGINT into :class:`Preempted` in the main thread."""
+    received: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if received:
+            return  # already shutting down; let the first one finish cleanly
+        received.append(signum)
+        raise Preempted(f"received {signal.Signals(signum).name}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def default_worker_index() -> int:
+    """Array task id (and restart count) under Slurm, ``$HPSEARCH_WORKER_INDEX`` elsewhere."""
+    env = os.environ
+    if "SLURM_ARRAY_TASK_ID" in env:
+        return int(env["SLURM_ARRAY_TASK_ID"]) + 1000 * int(env.get("SLURM_RESTART_COUNT", 0))
+    return int(env.get("HPSEARCH_WORKER_INDEX", 0))
+
+
+def run_worker(
+    study_name: str,
+    storage_url: str | None = None,
+    *,
+    n_trials: int | None = None,
+    timeout_s: float | None = None,
+    worker_index: int | None = None,
+) -> WorkerResult:
+    """Run trials of ``study_name`` until the budget, ``n_trials`` or ``timeout_s`` is reached.
+
+    Args:
+        study_name: A study created by ``hpsearch launch``.
+        storage_url: Storage URL (default: ``$HPSEARCH_STORAGE`` or ``sqlite:///hpsearch.db``).
+        n_trials: Stop after this many trials of this worker. Defaults to no limit.
+        timeout_s: Start no new trial after this many seconds. Defaults to the spec's
+            ``budget.timeout_s``.
+        worker_index: Offsets the sampler seed so parallel workers differ.
+    Raises:
+        HpsearchError: After ``budget.max_consecutive_failures`` failed trials in a row.
+    """
+    index = default_worker_index() if worker_index is None else worker_index
+    study, spec = load_study(study_name, storage_url, worker_index=index)
+    objective = Objective(spec)
+    timeout_s = timeout_s or spec.budget.timeout_s
+    started = time.monotonic()
+    trials_run = failures_in_a_row = 0
+    _logger.info("[%s] worker %d started on study %s", log_prefix(), index, study_name)
+    with preemption_signals():
+        while True:
+            if n_trials is not None and trials_run >= n_trials:
+                return _stopped(trials_run, f"ran its {n_trials} trial(s)")
+            if timeout_s is not None and time.monotonic() - started >= timeout_s:
+                return _stopped(trials_run, f"timeout of {timeout_s:g} s reached")
+            budget = budget_state(study, spec)
+            if budget.exhausted:
+                return _stopped(trials_run, f"study budget of {budget.n_trials} trials reached")
+            objective.current_trial_id = None
+            try:
+                study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
+            except Preempted as e:
+                _requeue_interrupted(study, objective.current_trial_id)
+                return _stopped(trials_run, f"preempted ({e})", preempted=True)
+            trials_run += 1
+            trial = _trial(study, objective.current_trial_id)
+            if trial is not None and trial.state == TrialState.FAIL:
+                failures_in_a_row += 1
+                if failures_in_a_row >= spec.budget.max_consecutive_failures:
+                    raise HpsearchError(
+                        f"stopping: {failures_in_a_row} trials in a row failed; last: "
+                        f"{trial.user_attrs.get('hpsearch:error', 'unknown error')}"
+                    )
+            else:
+                failures_in_a_row = 0
+
+
+def _trial(study: optuna.Study, trial_id: int | None) -> optuna.trial.FrozenTrial | None:
+    return None if trial_id is None else study._storage.get_trial(trial_id)
+
+
+def _requeue_interrupted(study: optuna.Study, trial_id: int | None) -> None:
+    """Mark the interrupted trial FAIL (if Optuna has not) and queue its retry."""
+    trial = _trial(study, trial_id)
+    if trial is None:
+        return
+    if trial.state == TrialState.RUNNING:
+        study._storage.set_trial_user_attr(trial_id, "hpsearch:fail_reason", "preempted")
+        study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        trial = study._storage.get_trial(trial_id)
+    if trial.state == TrialState.FAIL:
+        retry_callback()(study, trial)
+        _logger.info(
+            "[%s trial %d] preempted; re-queued to resume from its last checkpoint",
+            log_prefix(), trial.number,
+        )
+
+
+def _stopped(trials_run: int, why: str, preempted: bool = False) -> WorkerResult:
+    _logger.info("[%s] worker stops after %d trial(s): %s", log_prefix(), trials_run, why)
+    return WorkerResult(trials_run, why, preempted)

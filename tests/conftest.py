@@ -1,0 +1,139 @@
+"""Shared fixtures and markers.
+
+A plain ``pytest`` runs the fast tests only and skips the rest with a reason. ``pytest --all``
+(what ``make test`` runs) also runs the tests marked slow, postgres, mysql, slurm, browser and
+jax; those that need a service start it when they can, and otherwise skip saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDIES = ROOT / "studies"
+HEAVY_MARKERS = ("slow", "postgres", "mysql", "slurm", "browser", "jax")
+ARTIFACTS = ROOT / "test-artifacts"
+
+PG_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
+MARIADB_START = "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all",
+        action="store_true",
+        help="also run the tests marked " + ", ".join(HEAVY_MARKERS) + " (what `make test` does)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--all"):
+        return
+    for item in items:
+        marks = [m for m in HEAVY_MARKERS if item.get_closest_marker(m)]
+        if marks:
+            item.add_marker(
+                pytest.mark.skip(reason=f"{'/'.join(marks)} test: run `pytest --all` or `make test`")
+            )
+
+
+@pytest.fixture(autouse=True)
+def _isolated_runs_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checkpoints and logs of each test go to its own tmp folder; no study env leaks in."""
+    monkeypatch.setenv("HPSEARCH_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.delenv("HPSEARCH_STORAGE", raising=False)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A fresh SQLite study database in the test's tmp folder."""
+    return f"sqlite:///{tmp_path / 'study.db'}"
+
+
+def _server_up(url: str) -> str | None:
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url)
+        with engine.connect():
+            pass
+        engine.dispose()
+        return None
+    except Exception as e:  # noqa: BLE001 - any driver error means "not reachable"
+        return str(e).splitlines()[0]
+
+
+def _ensure_server(admin_url: str, start_cmd: str, name: str) -> None:
+    problem = _server_up(admin_url)
+    if problem is None:
+        return
+    if os.geteuid() == 0:
+        subprocess.run(start_cmd, shell=True, capture_output=True, timeout=60)
+        for _ in range(30):
+            if _server_up(admin_url) is None:
+                return
+            import time
+
+            time.sleep(1)
+    pytest.skip(f"{name} is not reachable ({problem}) and could not be started with: {start_cmd}")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh PostgreSQL database (created for this session, dropped after)."""
+    pytest.importorskip("psycopg2", reason="psycopg2 missing: run `make install`")
+    import sqlalchemy
+
+    admin = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+    _ensure_server(admin, PG_START, "PostgreSQL at 127.0.0.1:5432")
+    name = f"hpsearch_test_{uuid.uuid4().hex[:8]}"
+    engine = sqlalchemy.create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    """URL of a fresh MariaDB database (created for this session, dropped after)."""
+    pytest.importorskip("pymysql", reason="pymysql missing: run `make install`")
+    import sqlalchemy
+
+    admin = "mysql+pymysql://root@127.0.0.1:3306/test"
+    _ensure_server(admin, MARIADB_START, "MariaDB at 127.0.0.1:3306")
+    name = f"hpsearch_test_{uuid.uuid4().hex[:8]}"
+    engine = sqlalchemy.create_engine(admin)
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_available() -> None:
+    """Skip (with the fix) when the real Fashion-MNIST files are not on this machine."""
+    from hpsearch.data import candidate_dirs
+
+    if not any((d / "train-images-idx3-ubyte.gz").exists() for d in candidate_dirs("fashion_mnist")):
+        pytest.skip("Fashion-MNIST files not found: run `make install` (dataset-fashion-mnist)")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of Debian's chromium for browser tests."""
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.skip("chromium not installed: run `make install` (apt-get install chromium)")
+    return path
