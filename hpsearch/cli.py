@@ -281,3 +281,18 @@ def main() -> None:
             raise
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+
+
+def _register_command_modules() -> None:
+    """Commands with their own module (Slurm, dashboard) add themselves to ``app``."""
+    import importlib
+
+    for module in ("hpsearch.cli_slurm", "hpsearch.cli_dashboard"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+
+
+_register_command_modules()

@@ -1,0 +1,45 @@
+# hpsearch: `make demo` runs a real search on this machine, `make test` runs every test it can.
+SHELL := /bin/bash
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+export HPSEARCH_STORAGE ?= sqlite:///hpsearch.db
+
+.PHONY: install demo test test-fast lint clean data browser
+
+install: $(VENV)/.installed data browser  ## venv + package + test tools + Fashion-MNIST + chromium (idempotent)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,jax]'
+	touch $@
+
+data:  ## Fashion-MNIST: Debian's package where apt exists, else the keras download
+	@if [ -f $(FMNIST) ] || [ -n "$$HPSEARCH_DATA_DIR" ]; then exit 0; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist >/dev/null)); \
+	else $(BIN)/python -c "import keras; keras.datasets.fashion_mnist.load_data()"; fi
+
+browser:  ## Debian's chromium for the dashboard browser tests (skipped without root/apt)
+	@if command -v chromium >/dev/null || ! command -v apt-get >/dev/null || [ "$$(id -u)" != 0 ]; then exit 0; \
+	else (apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	      (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)); fi
+
+demo: install  ## search Fashion-MNIST CNNs with 2 local workers (~15 min on 2 cores)
+	$(BIN)/hpsearch run studies/fashion_mnist_quick.toml --workers 2
+
+test: install  ## every test this machine can run (slow, PostgreSQL, MariaDB, Slurm, browser)
+	$(BIN)/python -m pytest --all
+
+test-fast:  ## unit tests only
+	$(BIN)/python -m pytest
+
+lint:
+	$(BIN)/ruff check hpsearch tests benchmarks
+	$(BIN)/ruff format --check hpsearch tests benchmarks
+
+clean:
+	rm -rf runs hpsearch.db test-artifacts .pytest_cache
