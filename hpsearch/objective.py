@@ -225,6 +225,7 @@ class Objective:
             import keras
 
             splits = self.splits
+            trial.set_user_attr("hpsearch:keras_backend", keras.backend.backend())
             keras.utils.set_random_seed(seed)
             resumed = checkpoint.load()
             if resumed is not None:

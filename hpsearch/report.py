@@ -7,15 +7,20 @@ a trial as beating it; it is never used to rank or select.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import optuna
+import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.baselines import Baseline, for_dataset
+from hpsearch.errors import StorageError
 
 _STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2}
 
@@ -82,9 +87,7 @@ def trial_row(study_name: str, trial: FrozenTrial) -> Row:
     )
 
 
-def rank(
-    trials: list[Row], baselines: list[Baseline], dataset: str | None = None
-) -> list[Row]:
+def rank(trials: list[Row], baselines: list[Baseline], dataset: str | None = None) -> list[Row]:
     """Sort trials by validation accuracy (complete before pruned) and interleave baselines.
 
     A baseline sits just above the first trial whose validation accuracy is lower than the
@@ -97,8 +100,15 @@ def rank(
     )
     unranked = [t for t in trials if t.val_accuracy is None]
     lines = [
-        Row(kind="baseline", rank=None, val_accuracy=None, test_accuracy=b.accuracy,
-            model=b.model, source=b.source, metric=b.metric)
+        Row(
+            kind="baseline",
+            rank=None,
+            val_accuracy=None,
+            test_accuracy=b.accuracy,
+            model=b.model,
+            source=b.source,
+            metric=b.metric,
+        )
         for b in (for_dataset(baselines, dataset) if dataset else [])
     ]
     for i, t in enumerate(ranked, start=1):
@@ -155,3 +165,358 @@ def study_summary(study: optuna.Study, baselines: list[Baseline], dataset: str) 
             for r in rank([trial_row(study.study_name, t) for t in trials], baselines, dataset)
         ],
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Leaderboard over a whole storage (dashboard, reports): a fast SQL path for RDB storages.
+# --------------------------------------------------------------------------------------------
+
+FAIL_CAUSES = ("preempted", "oom", "nan", "timeout", "exception")
+_ATTR_KEYS = (
+    "hpsearch:test_accuracy",
+    "hpsearch:epochs",
+    "hpsearch:wall_time_s",
+    "hpsearch:n_params",
+    "hpsearch:config",
+    "hpsearch:fail_reason",
+    "hpsearch:slurm_job_id",
+    "hpsearch:slurm_array_task_id",
+    "hpsearch:gpu",
+)
+UNKNOWN_DATASET = "unknown"
+
+
+@dataclass(frozen=True)
+class StudyInfo:
+    """A study on the storage: its id (optuna-dashboard's URLs use it), name, dataset, size."""
+
+    study_id: int
+    name: str
+    dataset: str
+    n_trials: int
+
+
+@dataclass
+class _Trial:
+    study_id: int
+    row: Row
+    started: datetime | None
+    finished: datetime | None
+
+
+def list_studies(storage: optuna.storages.BaseStorage) -> list[StudyInfo]:
+    """All studies on ``storage`` with their dataset (user attr ``hpsearch:dataset``)."""
+    if isinstance(storage, optuna.storages.RDBStorage):
+        return _sql_studies(storage)
+    return [
+        StudyInfo(
+            s._study_id,
+            s.study_name,
+            str(s.user_attrs.get("hpsearch:dataset") or UNKNOWN_DATASET),
+            len(storage.get_all_trials(s._study_id, deepcopy=False)),
+        )
+        for s in storage.get_all_studies()
+    ]
+
+
+def leaderboard(
+    storage: optuna.storages.BaseStorage,
+    baselines: list[Baseline],
+    *,
+    dataset: str | None = None,
+    study: str | None = None,
+    states: Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """Trials of all studies of one dataset ranked by validation accuracy, with baselines.
+
+    This is what ``/api/leaderboard`` returns and what reports render. On an RDB storage it reads
+    optuna's tables with a few aggregate queries (a 20,000-trial study answers in well under a
+    second) instead of loading every :class:`~optuna.trial.FrozenTrial`; other storages go through
+    :func:`trial_row`, with the same result.
+
+    Args:
+        storage: An optuna storage (``hpsearch.storage.get_storage(url, heartbeat=False)``).
+        baselines: From :func:`hpsearch.baselines.load_baselines`.
+        dataset: Rank the studies of this dataset. Defaults to the dataset of ``study``, else the
+            dataset with the most trials.
+        study: Only this study's trials.
+        states: Only rows of trials in these states (``complete``, ``pruned``, ``fail``,
+            ``running``, ``waiting``); ranks stay those of the unfiltered ranking. Baselines are
+            always included.
+    Returns:
+        A JSON-ready dict: ``dataset``, ``datasets``, ``studies``, ``rows`` (ranked, baselines
+        marked ``kind="baseline"``), ``counts``, ``failed_by_cause``, ``slurm_jobs``,
+        ``history`` (best-so-far validation accuracy and the test accuracy of that trial) and
+        ``baselines``.
+    Raises:
+        StorageError: If ``study`` or ``dataset`` is not on the storage.
+
+    Example:
+        >>> board = leaderboard(get_storage("sqlite:///hpsearch.db", heartbeat=False),
+        ...                     load_baselines(), dataset="fashion_mnist")  # doctest: +SKIP
+    """
+    infos = list_studies(storage)
+    datasets = sorted({s.dataset for s in infos})
+    if study is not None:
+        match = [s for s in infos if s.name == study]
+        if not match:
+            known = ", ".join(sorted(s.name for s in infos)) or "none"
+            raise StorageError(f"no study named {study!r} (studies: {known})")
+        if dataset is not None and match[0].dataset != dataset:
+            raise StorageError(
+                f"study {study!r} is on dataset {match[0].dataset!r}, not {dataset!r}"
+            )
+        dataset = match[0].dataset
+        chosen = match
+    else:
+        if dataset is None and infos:
+            sizes = Counter[str]()
+            for s in infos:
+                sizes[s.dataset] += s.n_trials
+            dataset = max(datasets, key=lambda d: (sizes[d], d != UNKNOWN_DATASET, d))
+        if dataset is not None and infos and dataset not in datasets:
+            raise StorageError(
+                f"no study on dataset {dataset!r} (datasets: {', '.join(datasets) or 'none'})"
+            )
+        chosen = [s for s in infos if s.dataset == dataset]
+    if isinstance(storage, optuna.storages.RDBStorage):
+        trials = _sql_trials(storage, chosen)
+    else:
+        trials = _generic_trials(storage, chosen)
+    ranked = rank([t.row for t in trials], baselines, dataset)
+    extra = {(t.row.study, t.row.trial): t for t in trials}
+    wanted = None if states is None else {s.lower() for s in states}
+    rows = []
+    for r in ranked:
+        if r.kind == "trial" and wanted is not None and r.state not in wanted:
+            continue
+        d = r.to_dict()
+        if r.kind == "trial":
+            t = extra[(r.study, r.trial)]
+            d["study_id"] = t.study_id
+            d["finished"] = _iso(t.finished)
+            d["dashboard_url"] = trial_url(t.study_id, r.trial or 0)
+        rows.append(d)
+    counts = Counter(t.row.state for t in trials)
+    return {
+        "dataset": dataset,
+        "datasets": datasets,
+        "study": study,
+        "studies": [
+            {
+                "name": s.name,
+                "id": s.study_id,
+                "dataset": s.dataset,
+                "n_trials": s.n_trials,
+                "dashboard_url": f"/dashboard/studies/{s.study_id}",
+            }
+            for s in sorted(infos, key=lambda s: s.name)
+        ],
+        "n_trials": len(trials),
+        "counts": {s.name.lower(): counts.get(s.name.lower(), 0) for s in TrialState},
+        "failed_by_cause": _failed_by_cause(trials),
+        "slurm_jobs": _slurm_jobs(trials),
+        "history": best_so_far(trials),
+        "baselines": [asdict(b) for b in (for_dataset(baselines, dataset) if dataset else [])],
+        "rows": rows,
+    }
+
+
+def trial_url(study_id: int, number: int) -> str:
+    """optuna-dashboard's page for one trial (relative to the server root)."""
+    return f"/dashboard/studies/{study_id}/trials?numbers={number}"
+
+
+def best_so_far(trials: list[_Trial]) -> list[dict[str, Any]]:
+    """Complete trials in order of completion, each with the best validation accuracy so far.
+
+    ``best_test_accuracy`` is the test accuracy of the trial that is best on validation at that
+    point (the honest number), not the best test accuracy seen.
+    """
+    done = sorted(
+        (t for t in trials if t.row.state == "complete" and t.row.val_accuracy is not None),
+        key=lambda t: (t.finished or datetime.max.replace(tzinfo=timezone.utc), t.row.trial or 0),
+    )
+    starts = [t.started for t in trials if t.started is not None]
+    t0 = min(starts) if starts else None
+    out: list[dict[str, Any]] = []
+    best: _Trial | None = None
+    for i, t in enumerate(done, start=1):
+        if best is None or (t.row.val_accuracy or 0.0) > (best.row.val_accuracy or 0.0):
+            best = t
+        hours = None
+        if t0 is not None and t.finished is not None:
+            hours = (t.finished - t0).total_seconds() / 3600.0
+        out.append(
+            {
+                "n": i,
+                "hours": hours,
+                "study": t.row.study,
+                "trial": t.row.trial,
+                "val_accuracy": t.row.val_accuracy,
+                "best_val_accuracy": best.row.val_accuracy,
+                "best_test_accuracy": best.row.test_accuracy,
+                "best_trial": f"{best.row.study}#{best.row.trial}",
+            }
+        )
+    return out
+
+
+def _failed_by_cause(trials: list[_Trial]) -> dict[str, int]:
+    causes = Counter(
+        str(t.row.fail_reason or "exception") for t in trials if t.row.state == "fail"
+    )
+    out = {c: causes.pop(c, 0) for c in FAIL_CAUSES}
+    out.update(causes)
+    return out
+
+
+def _slurm_jobs(trials: list[_Trial]) -> list[dict[str, Any]]:
+    jobs: dict[str, dict[str, Any]] = {}
+    for t in trials:
+        job_task = t.row.slurm_job or ""
+        job = job_task.split("_")[0] or "local"
+        entry = jobs.setdefault(
+            job, {"job": job, "tasks": set(), "trials": 0, **{s: 0 for s in _STATES}}
+        )
+        if "_" in job_task:
+            entry["tasks"].add(job_task.split("_", 1)[1])
+        entry["trials"] += 1
+        if t.row.state in _STATES:
+            entry[t.row.state] += 1
+    return [
+        {**e, "tasks": len(e["tasks"])}
+        for e in sorted(jobs.values(), key=lambda e: (e["job"] == "local", e["job"]))
+    ]
+
+
+_STATES = ("complete", "pruned", "fail", "running", "waiting")
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
+
+
+def _generic_trials(storage: optuna.storages.BaseStorage, chosen: list[StudyInfo]) -> list[_Trial]:
+    out = []
+    for s in chosen:
+        for t in storage.get_all_trials(s.study_id, deepcopy=False):
+            out.append(
+                _Trial(
+                    s.study_id,
+                    trial_row(s.name, t),
+                    _utc(t.datetime_start),
+                    _utc(t.datetime_complete),
+                )
+            )
+    return out
+
+
+def _utc(when: datetime | str | None) -> datetime | None:
+    if when is None:
+        return None
+    if isinstance(when, str):
+        when = datetime.fromisoformat(when)
+    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
+
+
+def _sql_studies(storage: optuna.storages.RDBStorage) -> list[StudyInfo]:
+    with storage.engine.connect() as conn:
+        names = conn.execute(
+            sa.text(
+                "SELECT s.study_id, s.study_name, a.value_json FROM studies s "
+                "LEFT JOIN study_user_attributes a "
+                "ON a.study_id = s.study_id AND a.key = 'hpsearch:dataset'"
+            )
+        ).all()
+        sizes = dict(
+            conn.execute(sa.text("SELECT study_id, COUNT(*) FROM trials GROUP BY study_id")).all()
+        )
+    return [
+        StudyInfo(int(i), str(n), str(_json(d) or UNKNOWN_DATASET), int(sizes.get(i, 0)))
+        for i, n, d in names
+    ]
+
+
+def _json(value: str | None) -> Any:
+    return None if value is None else json.loads(value)
+
+
+def _sql_trials(storage: optuna.storages.RDBStorage, chosen: list[StudyInfo]) -> list[_Trial]:
+    if not chosen:
+        return []
+    names = {s.study_id: s.name for s in chosen}
+    ids = sa.bindparam("ids", list(names), expanding=True)
+    pivot = ", ".join(f"MAX(CASE WHEN ua.key = '{k}' THEN ua.value_json END)" for k in _ATTR_KEYS)
+    keys = ", ".join(f"'{k}'" for k in _ATTR_KEYS)
+    trials_sql = sa.text(
+        f"SELECT t.trial_id, t.study_id, t.number, t.state, t.datetime_start, "
+        f"t.datetime_complete, v.value, {pivot} FROM trials t "
+        "LEFT JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0 "
+        f"LEFT JOIN trial_user_attributes ua ON ua.trial_id = t.trial_id AND ua.key IN ({keys}) "
+        "WHERE t.study_id IN :ids GROUP BY t.trial_id, t.study_id, t.number, t.state, "
+        "t.datetime_start, t.datetime_complete, v.value"
+    ).bindparams(ids)
+    params_sql = sa.text(
+        "SELECT p.trial_id, p.param_name, p.param_value, p.distribution_json "
+        "FROM trial_params p JOIN trials t ON t.trial_id = p.trial_id "
+        "WHERE t.study_id IN :ids ORDER BY p.param_id"
+    ).bindparams(ids)
+    # Last reported epoch and epoch count, only where trial_row needs them: trials that are not
+    # complete (no value) or have no ``hpsearch:epochs``.
+    steps_sql = sa.text(
+        "SELECT m.trial_id, m.n, iv.intermediate_value FROM ("
+        " SELECT i.trial_id AS trial_id, COUNT(*) AS n, MAX(i.step) AS last_step"
+        " FROM trial_intermediate_values i WHERE i.trial_id IN ("
+        "  SELECT t.trial_id FROM trials t WHERE t.study_id IN :ids AND (t.state <> 'COMPLETE'"
+        "  OR NOT EXISTS (SELECT 1 FROM trial_user_attributes u WHERE u.trial_id = t.trial_id"
+        "  AND u.key = 'hpsearch:epochs')))"
+        " GROUP BY i.trial_id) m "
+        "JOIN trial_intermediate_values iv ON iv.trial_id = m.trial_id AND iv.step = m.last_step"
+    ).bindparams(ids)
+    with storage.engine.connect() as conn:
+        trial_rows = conn.execute(trials_sql).all()
+        param_rows = conn.execute(params_sql).all()
+        step_rows = conn.execute(steps_sql).all()
+    params: dict[int, dict[str, Any]] = {}
+    dists: dict[str, optuna.distributions.BaseDistribution] = {}
+    for trial_id, name, value, dist_json in param_rows:
+        dist = dists.get(dist_json)
+        if dist is None:
+            dist = dists[dist_json] = optuna.distributions.json_to_distribution(dist_json)
+        params.setdefault(trial_id, {})[name] = dist.to_external_repr(value)
+    steps = {
+        trial_id: (int(n), math.nan if v is None else float(v)) for trial_id, n, v in step_rows
+    }
+    out = []
+    for trial_id, study_id, number, state, start, complete, value, *raw in trial_rows:
+        attrs = {k: json.loads(v) for k, v in zip(_ATTR_KEYS, raw) if v is not None}
+        n_steps, last = steps.get(trial_id, (0, None))
+        state_name = state.name if isinstance(state, TrialState) else str(state)
+        val = value if state_name == "COMPLETE" else None
+        if val is None and n_steps:
+            val = last
+        wall = attrs.get("hpsearch:wall_time_s")
+        gpus = [g for g in str(attrs.get("hpsearch:gpu") or "").split(",") if g]
+        job = attrs.get("hpsearch:slurm_job_id")
+        if job and attrs.get("hpsearch:slurm_array_task_id") is not None:
+            job = f"{job}_{attrs['hpsearch:slurm_array_task_id']}"
+        row = Row(
+            kind="trial",
+            rank=None,
+            val_accuracy=val,
+            test_accuracy=attrs.get("hpsearch:test_accuracy"),
+            study=names[study_id],
+            trial=number,
+            state=state_name.lower(),
+            epochs=attrs.get("hpsearch:epochs") or (n_steps or None),
+            wall_minutes=None if wall is None else wall / 60.0,
+            gpu_minutes=None if wall is None or not gpus else wall * len(gpus) / 60.0,
+            n_params=attrs.get("hpsearch:n_params"),
+            config=attrs.get("hpsearch:config"),
+            params=params.get(trial_id, {}),
+            fail_reason=attrs.get("hpsearch:fail_reason"),
+            slurm_job=job,
+        )
+        out.append(_Trial(study_id, row, _utc(start), _utc(complete)))
+    return out

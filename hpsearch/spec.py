@@ -430,7 +430,8 @@ def _field_at(loc: Sequence[Any]) -> tuple[str, FieldInfo] | None:
     found: tuple[str, FieldInfo] | None = None
     for part in loc:
         fields = getattr(model, "model_fields", None)
-        if not isinstance(part, str) or not fields or part not in fields:
+        is_dim = isinstance(model, type) and issubclass(model, _Dim)
+        if is_dim or not isinstance(part, str) or not fields or part not in fields:
             break
         found = (part, fields[part])
         model = _model_type(fields[part].annotation)

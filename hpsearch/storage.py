@@ -23,8 +23,8 @@ from hpsearch.errors import StorageError
 _logger = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "sqlite:///hpsearch.db"
-HEARTBEAT_INTERVAL_S = 60
-GRACE_PERIOD_S = 180
+HEARTBEAT_INTERVAL_S = int(os.environ.get("HPSEARCH_HEARTBEAT_S", "60"))
+GRACE_PERIOD_S = int(os.environ.get("HPSEARCH_GRACE_S", "180"))
 MAX_RETRY = 3
 
 
@@ -72,6 +72,7 @@ def get_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.sto
         heartbeat: Workers send a heartbeat every 60 s; a trial whose worker was silent for
             180 s is marked FAIL and re-queued (with its parameters and epoch history) up to 3
             times, so a killed worker loses at most the epoch in flight.
+            ``$HPSEARCH_HEARTBEAT_S`` and ``$HPSEARCH_GRACE_S`` change the two intervals.
     Raises:
         StorageError: If the URL is invalid or the database cannot be reached.
 
@@ -86,7 +87,7 @@ def get_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.sto
         kwargs = {
             "heartbeat_interval": HEARTBEAT_INTERVAL_S,
             "grace_period": GRACE_PERIOD_S,
-            "failed_trial_callback": retry_callback(),
+            "heartbeat_stale_trial_callback": retry_callback(),
         }
     try:
         with warnings.catch_warnings():
@@ -105,9 +106,11 @@ def get_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.sto
 
 def retry_callback() -> optuna.storages.RetryHeartbeatStaleTrialCallback:
     """Re-queue a dead worker's trial with its params and intermediate values (epoch history)."""
-    return optuna.storages.RetryHeartbeatStaleTrialCallback(
-        max_retry=MAX_RETRY, inherit_intermediate_values=True
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=MAX_RETRY, inherit_intermediate_values=True
+        )
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:

@@ -91,7 +91,7 @@ def launch_study(spec: StudySpec, spec_toml: str, storage_url: str | None = None
         StorageError: If the storage cannot be opened.
     """
     url = resolve_url(storage_url)
-    storage = get_storage(url)
+    storage = get_storage(url, heartbeat=False)
     existing = {s.study_name: s for s in storage.get_all_studies()}
     if spec.name in existing:
         stored = existing[spec.name].user_attrs.get(ATTR_FINGERPRINT)

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import FrameType
@@ -101,6 +102,7 @@ def run_worker(
                 return _stopped(trials_run, f"ran its {n_trials} trial(s)")
             if timeout_s is not None and time.monotonic() - started >= timeout_s:
                 return _stopped(trials_run, f"timeout of {timeout_s:g} s reached")
+            _fail_stale_trials(study)  # a dead worker's trial must not hold the budget
             budget = budget_state(study, spec)
             if budget.exhausted:
                 return _stopped(trials_run, f"study budget of {budget.n_trials} trials reached")
@@ -121,6 +123,12 @@ def run_worker(
                     )
             else:
                 failures_in_a_row = 0
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def _trial(study: optuna.Study, trial_id: int | None) -> optuna.trial.FrozenTrial | None:

@@ -1,0 +1,119 @@
+"""``hpsearch dashboard`` and ``hpsearch report``: thin wrappers over :mod:`hpsearch.dashboard`
+and :mod:`hpsearch.report_html`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from hpsearch.cli import NameArg, StorageOpt, app, err, out
+
+BaselinesOpt = Annotated[
+    Path | None,
+    typer.Option(help="Extra baselines TOML ([[baseline]] tables) added to the shipped ones."),
+]
+
+
+@app.command()
+def dashboard(
+    storage: StorageOpt = None,
+    host: Annotated[
+        str,
+        typer.Option(help="Address to bind. Anything but loopback needs --token."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port (0: any free port).")] = 8080,
+    baselines: BaselinesOpt = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            help="Access token every request must carry (Authorization: Bearer, or ?token= "
+            "once in a browser). Default: $HPSEARCH_DASHBOARD_TOKEN.",
+            show_default=False,
+        ),
+    ] = None,
+    allow_writes: Annotated[
+        bool, typer.Option(help="Let optuna-dashboard edit studies (read-only by default).")
+    ] = False,
+) -> None:
+    """Serve optuna-dashboard plus the leaderboard (/leaderboard) that ranks every trial of the
+    storage against the literature baselines.
+
+    On a cluster, run it on the login node and open it through an SSH tunnel:
+    `ssh -L 8080:localhost:8080 user@login-node`, then http://localhost:8080/leaderboard.
+    """
+    from hpsearch.dashboard import TOKEN_ENV, make_dashboard_server
+    from hpsearch.storage import mask_url, resolve_url
+
+    token = token or os.environ.get(TOKEN_ENV) or None
+    server, link = make_dashboard_server(
+        storage,
+        host=host,
+        port=port,
+        baselines_file=baselines,
+        token=token,
+        allow_writes=allow_writes,
+    )
+    mode = "read-write" if allow_writes else "read-only"
+    err.print(f"hpsearch dashboard for {mask_url(resolve_url(storage))} ({mode})")
+    out.print(f"leaderboard: {link}", soft_wrap=True, highlight=False)
+    out.print(
+        f"optuna-dashboard: {link.replace('/leaderboard', '/dashboard', 1)}",
+        soft_wrap=True,
+        highlight=False,
+    )
+    out.file.flush()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        err.print("dashboard stopped")
+    finally:
+        server.server_close()
+
+
+@app.command()
+def report(
+    name: NameArg,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "-o", "--output", help="File to write (default: STUDY_report.FORMAT); - for stdout."
+        ),
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            help="html (self-contained, with plots), md or csv. Default: from the -o suffix, "
+            "else html.",
+            show_default=False,
+        ),
+    ] = None,
+    storage: StorageOpt = None,
+    baselines: BaselinesOpt = None,
+    top: Annotated[
+        int | None, typer.Option(help="Only the best N trials in the table (default: all).")
+    ] = None,
+) -> None:
+    """Write a static report of one study: leaderboard vs baselines, plots, best trial, study
+    file. Needs no server or network to open."""
+    from hpsearch.baselines import load_baselines
+    from hpsearch.dashboard import write_study_notes
+    from hpsearch.report_html import build_report
+    from hpsearch.storage import get_storage
+
+    if fmt is None:
+        suffix = output.suffix.lstrip(".").lower() if output is not None else ""
+        fmt = {"htm": "html", "markdown": "md"}.get(suffix, suffix) or "html"
+        if fmt not in ("html", "md", "csv"):
+            fmt = "html"
+    text = build_report(name, storage, fmt, baselines_file=baselines, top=top)
+    write_study_notes(get_storage(storage, heartbeat=False), load_baselines(baselines), [name])
+    if output is not None and str(output) == "-":
+        out.file.write(text)
+        return
+    target = output or Path(f"{name}_report.{fmt}")
+    target.write_text(text, encoding="utf-8")
+    err.print(f"wrote {target} ({fmt}, {len(text.encode()):,} bytes)")

@@ -1,0 +1,446 @@
+"""``hpsearch dashboard``: optuna-dashboard and the hpsearch leaderboard in one server process.
+
+One WSGI app routes ``/leaderboard``, ``/api/leaderboard``, ``/leaderboard/plot.svg`` and
+``/hpsearch/static/...`` to hpsearch's pages and everything else to optuna-dashboard's own WSGI
+app (``optuna_dashboard.wsgi(storage)``, unchanged), so every leaderboard row links straight to
+optuna-dashboard's page for that trial.
+
+Security defaults: the server binds 127.0.0.1; any other address needs an access token, sent as
+``Authorization: Bearer TOKEN`` or once as ``?token=TOKEN`` (which sets a cookie so a browser
+works). optuna-dashboard is read-only (only GET/HEAD reach it) unless ``allow_writes``.
+Storage URLs are only ever shown masked.
+
+Example:
+    >>> serve("sqlite:///hpsearch.db", port=8080)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import logging
+import mimetypes
+import socket
+import time
+import warnings
+from collections.abc import Callable, Iterable
+from http.cookies import SimpleCookie
+from importlib import resources
+from pathlib import Path
+from socketserver import ThreadingMixIn
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import optuna
+
+from hpsearch.baselines import Baseline, load_baselines
+from hpsearch.errors import HpsearchError
+from hpsearch.report import leaderboard, list_studies
+from hpsearch.storage import get_storage, mask_url, resolve_url
+
+_logger = logging.getLogger(__name__)
+
+TOKEN_ENV = "HPSEARCH_DASHBOARD_TOKEN"
+TOKEN_COOKIE = "hpsearch_dashboard_token"
+STATIC_PREFIX = "/hpsearch/static/"
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class DashboardError(HpsearchError, ValueError):
+    """The dashboard cannot start as asked (e.g. a public bind without an access token)."""
+
+
+def assets_dir() -> Path:
+    """The folder with the leaderboard's HTML/CSS/JS (``dashboard/`` of the source tree).
+
+    Looks in the installed package (``hpsearch/static/dashboard``) first, then in the top-level
+    ``dashboard/`` folder next to the package (a checkout or ``pip install -e .``).
+
+    Raises:
+        DashboardError: If neither exists.
+    """
+    candidates = [
+        Path(str(resources.files("hpsearch").joinpath("static", "dashboard"))),
+        Path(__file__).resolve().parent.parent / "dashboard",
+    ]
+    for folder in candidates:
+        if (folder / "leaderboard.html").is_file():
+            return folder
+    raise DashboardError(
+        "dashboard assets not found (looked in "
+        + ", ".join(str(c) for c in candidates)
+        + "). Fix: install hpsearch from its checkout with `pip install -e .`"
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, token: str | None) -> None:
+    """Refuse a non-loopback bind without an access token.
+
+    Raises:
+        DashboardError: If ``host`` is not a loopback address and ``token`` is empty.
+    """
+    if not is_loopback(host) and not token:
+        raise DashboardError(
+            f"--host {host} makes the dashboard reachable from other machines, so it needs an "
+            f"access token. Fix: pass --token SECRET (or set ${TOKEN_ENV}), or keep the default "
+            "--host 127.0.0.1 and use an SSH tunnel: ssh -L 8080:localhost:8080 user@login-node"
+        )
+
+
+class DashboardApp:
+    """The WSGI app: hpsearch's leaderboard pages in front of optuna-dashboard.
+
+    Args:
+        storage: An optuna storage, e.g. ``get_storage(url, heartbeat=False)``.
+        baselines: Literature baselines (:func:`hpsearch.baselines.load_baselines`).
+        token: Access token; when set, every request must carry it. Defaults to none.
+        allow_writes: Let optuna-dashboard's API change studies (notes, deletes, ...).
+            Defaults to read-only.
+        storage_label: What the pages show as the storage (already masked).
+    """
+
+    def __init__(
+        self,
+        storage: optuna.storages.BaseStorage,
+        baselines: list[Baseline],
+        *,
+        token: str | None = None,
+        allow_writes: bool = False,
+        storage_label: str = "",
+    ) -> None:
+        import optuna_dashboard
+
+        self.storage = storage
+        self.baselines = baselines
+        self.token = token or None
+        self.allow_writes = allow_writes
+        self.storage_label = storage_label
+        self.assets = assets_dir()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.optuna_app: WSGIApp = optuna_dashboard.wsgi(storage)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Authenticate, then route to hpsearch's pages or to optuna-dashboard."""
+        if self.token is not None:
+            denied = self._authenticate(environ, start_response)
+            if denied is not None:
+                return denied
+        path = environ.get("PATH_INFO") or "/"
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        if path in ("/", "/leaderboard", "/leaderboard/") or path.startswith(
+            ("/api/leaderboard", "/leaderboard/", STATIC_PREFIX)
+        ):
+            if method not in ("GET", "HEAD"):
+                return _respond(start_response, "405 Method Not Allowed", b"GET only\n")
+            try:
+                return self._own(path, environ, start_response)
+            except HpsearchError as e:
+                return _json_response(start_response, {"error": str(e)}, "404 Not Found")
+        if method not in _SAFE_METHODS and not self.allow_writes:
+            return _json_response(
+                start_response,
+                {"reason": "this dashboard is read-only; restart it with --allow-writes to edit"},
+                "403 Forbidden",
+            )
+        return self.optuna_app(environ, start_response)
+
+    def _own(
+        self, path: str, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        query = {k: v[-1] for k, v in parse_qs(environ.get("QUERY_STRING", "")).items()}
+        if path == "/":
+            return _respond(start_response, "302 Found", b"", [("Location", "/leaderboard")])
+        if path.rstrip("/") == "/leaderboard":
+            return self._asset("leaderboard.html", start_response)
+        if path.startswith(STATIC_PREFIX):
+            return self._asset(path[len(STATIC_PREFIX) :], start_response)
+        if path.rstrip("/") == "/api/leaderboard":
+            return _json_response(start_response, self.board(query))
+        if path == "/leaderboard/plot.svg":
+            from hpsearch.report_html import svg_history
+
+            board = self.board(query)
+            svg = svg_history(board["history"], board["baselines"], x=query.get("x", "trial"))
+            return _respond(
+                start_response,
+                "200 OK",
+                svg.encode(),
+                [("Content-Type", "image/svg+xml"), ("Cache-Control", "no-store")],
+            )
+        return _respond(start_response, "404 Not Found", b"not found\n")
+
+    def board(self, query: dict[str, str]) -> dict[str, Any]:
+        """The leaderboard for a query string (``dataset``, ``study``, ``state``)."""
+        states = [s for s in query.get("state", "").split(",") if s] or None
+        board = leaderboard(
+            self.storage,
+            self.baselines,
+            dataset=query.get("dataset") or None,
+            study=query.get("study") or None,
+            states=states,
+        )
+        board["storage"] = self.storage_label
+        board["read_only"] = not self.allow_writes
+        return board
+
+    def _asset(self, name: str, start_response: StartResponse) -> Iterable[bytes]:
+        path = (self.assets / name).resolve()
+        if self.assets.resolve() not in path.parents or not path.is_file():
+            return _respond(start_response, "404 Not Found", b"not found\n")
+        ctype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if ctype.startswith("text/") or ctype.endswith("javascript"):
+            ctype += "; charset=utf-8"
+        return _respond(
+            start_response,
+            "200 OK",
+            path.read_bytes(),
+            [("Content-Type", ctype), ("Cache-Control", "no-cache")],
+        )
+
+    def _authenticate(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes] | None:
+        assert self.token is not None
+        header = environ.get("HTTP_AUTHORIZATION", "")
+        if header.startswith("Bearer ") and _same(header[7:].strip(), self.token):
+            return None
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        if "token" in query:
+            if not _same(query["token"][-1], self.token):
+                return _unauthorized(start_response)
+            rest = urlencode({k: v for k, v in query.items() if k != "token"}, doseq=True)
+            location = (environ.get("PATH_INFO") or "/") + (f"?{rest}" if rest else "")
+            cookie = f"{TOKEN_COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
+            return _respond(
+                start_response,
+                "303 See Other",
+                b"",
+                [("Location", location), ("Set-Cookie", cookie)],
+            )
+        cookies = SimpleCookie()
+        try:
+            cookies.load(environ.get("HTTP_COOKIE", ""))
+        except Exception:  # noqa: BLE001 - a malformed cookie header is just "no token"
+            return _unauthorized(start_response)
+        morsel = cookies.get(TOKEN_COOKIE)
+        if morsel is not None and _same(morsel.value, self.token):
+            return None
+        return _unauthorized(start_response)
+
+
+def _same(given: str, token: str) -> bool:
+    return hmac.compare_digest(given.encode(), token.encode())
+
+
+def _unauthorized(start_response: StartResponse) -> Iterable[bytes]:
+    return _respond(
+        start_response,
+        "401 Unauthorized",
+        b"401 Unauthorized: this dashboard needs its access token. Open the URL that "
+        b"`hpsearch dashboard` printed (it ends in ?token=...), or send "
+        b"'Authorization: Bearer TOKEN'.\n",
+        [("WWW-Authenticate", 'Bearer realm="hpsearch"')],
+    )
+
+
+def _respond(
+    start_response: StartResponse,
+    status: str,
+    body: bytes,
+    headers: list[tuple[str, str]] | None = None,
+) -> Iterable[bytes]:
+    headers = list(headers or [])
+    if not any(k.lower() == "content-type" for k, _ in headers):
+        headers.append(("Content-Type", "text/plain; charset=utf-8"))
+    headers.append(("Content-Length", str(len(body))))
+    headers.append(("X-Content-Type-Options", "nosniff"))
+    start_response(status, headers)
+    return [body]
+
+
+def _json_response(
+    start_response: StartResponse, payload: dict[str, Any], status: str = "200 OK"
+) -> Iterable[bytes]:
+    body = json.dumps(payload, separators=(",", ":"), allow_nan=False, default=str).encode()
+    return _respond(
+        start_response,
+        status,
+        body,
+        [("Content-Type", "application/json"), ("Cache-Control", "no-store")],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Notes for plain optuna-dashboard users
+# --------------------------------------------------------------------------------------------
+
+
+def note_markdown(board: dict[str, Any]) -> str:
+    """A study's comparison with the baselines as Markdown (an optuna-dashboard note)."""
+    trials = [r for r in board["rows"] if r["kind"] == "trial" and r["rank"] is not None]
+    complete = [r for r in trials if r["state"] == "complete"]
+    best = complete[0] if complete else None
+    lines = [
+        f"## hpsearch: comparison with baselines ({board['dataset']})",
+        "",
+        "Trials are ranked by **validation** accuracy; test accuracy is reported, never used "
+        "to select. Written by `hpsearch dashboard` / `hpsearch report`; the live leaderboard "
+        f"is at `/leaderboard?study={board['study']}`.",
+        "",
+    ]
+    if best is None:
+        lines.append("No complete trial yet.")
+    else:
+        lines.append(
+            f"**Best trial #{best['trial']}**: val {_pct(best['val_accuracy'])}, "
+            f"test {_pct(best['test_accuracy'])}, {best['epochs']} epochs, "
+            f"`{best['config'] or ''}`"
+        )
+    if board["baselines"]:
+        beaten = set(best["beats"]) if best else set()
+        lines += [
+            "",
+            "| baseline | metric | accuracy | best trial | source |",
+            "|---|---|---|---|---|",
+        ]
+        for b in board["baselines"]:
+            ours = None if best is None else best[f"{b['metric']}_accuracy"]
+            verdict = "—" if ours is None else ("**beats**" if b["model"] in beaten else "below")
+            delta = "" if ours is None else f" ({(ours - b['accuracy']) * 100:+.2f} pt)"
+            lines.append(
+                f"| {_md(b['model'])} | {b['metric']} | {_pct(b['accuracy'])} | "
+                f"{verdict}{delta} | {_md(b['source'])} |"
+            )
+        lines += ["", f"Beats {len(beaten)} of {len(board['baselines'])} baselines."]
+    return "\n".join(lines) + "\n"
+
+
+def write_study_notes(
+    storage: optuna.storages.BaseStorage, baselines: list[Baseline], names: list[str] | None = None
+) -> int:
+    """Write each study's baseline comparison as its optuna-dashboard note.
+
+    Cheap: one leaderboard query per study, and the note is only rewritten when its text
+    changed. Failures (e.g. a read-only database) are logged, not raised. A worker may call this
+    after each trial.
+
+    Returns:
+        The number of notes written.
+    """
+    import optuna_dashboard
+
+    written = 0
+    for info in list_studies(storage):
+        if names is not None and info.name not in names:
+            continue
+        try:
+            body = note_markdown(leaderboard(storage, baselines, study=info.name))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                study = optuna.load_study(study_name=info.name, storage=storage)
+            if optuna_dashboard.get_note(study) != body:
+                optuna_dashboard.save_note(study, body)
+                written += 1
+        except Exception as e:  # noqa: BLE001 - a note is a convenience, never fatal
+            _logger.warning("could not write the note of study %s: %s", info.name, e)
+    return written
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value * 100:.2f} %"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+# --------------------------------------------------------------------------------------------
+# Server
+# --------------------------------------------------------------------------------------------
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        _logger.debug("%s " + format, self.address_string(), *args)
+
+
+def make_dashboard_server(
+    storage_url: str | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    baselines_file: str | Path | None = None,
+    token: str | None = None,
+    allow_writes: bool = False,
+    write_notes: bool = True,
+) -> tuple[WSGIServer, str]:
+    """Build (not start) the dashboard server.
+
+    Args:
+        storage_url: Study database; see :func:`hpsearch.storage.resolve_url`.
+        host: Address to bind. Defaults to `127.0.0.1`; others need ``token``.
+        port: TCP port; 0 picks a free one. Defaults to `8080`.
+        baselines_file: Extra baselines TOML added to the shipped ones.
+        token: Access token required on every request when set.
+        allow_writes: Let optuna-dashboard edit studies. Defaults to read-only.
+        write_notes: Write each study's baseline comparison as its optuna-dashboard note.
+    Returns:
+        The server and the leaderboard URL to open (with ``?token=`` when a token is set).
+    Raises:
+        DashboardError: For a non-loopback ``host`` without a token, or a port in use.
+        StorageError: If the storage cannot be opened.
+    """
+    check_bind(host, token)
+    url = resolve_url(storage_url)
+    baselines = load_baselines(baselines_file)
+    storage = get_storage(url, heartbeat=False)
+    app = DashboardApp(
+        storage, baselines, token=token, allow_writes=allow_writes, storage_label=mask_url(url)
+    )
+    if write_notes:
+        started = time.perf_counter()
+        n = write_study_notes(storage, baselines)
+        _logger.info("wrote %d study note(s) in %.2f s", n, time.perf_counter() - started)
+
+    server_class = _ThreadingServer
+    if ":" in host.strip("[]"):
+
+        class _V6(_ThreadingServer):
+            address_family = socket.AF_INET6
+
+        server_class = _V6
+    try:
+        server = make_server(
+            host.strip("[]"), port, app, server_class=server_class, handler_class=_QuietHandler
+        )
+    except OSError as e:
+        raise DashboardError(
+            f"cannot listen on {host}:{port}: {e.strerror}. Fix: pick another --port, e.g. "
+            "--port 8081 (or --port 0 for any free port)"
+        ) from e
+    shown = f"[{host}]" if ":" in host else host
+    link = f"http://{shown}:{server.server_port}/leaderboard"
+    if token:
+        link += f"?token={token}"
+    return server, link

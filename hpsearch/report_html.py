@@ -1,0 +1,480 @@
+"""``hpsearch report``: a self-contained static report of one study (HTML, Markdown or CSV).
+
+The HTML file needs no server and no network: CSS is inlined and the plots are SVG drawn here in
+Python (:func:`svg_history`, also served by the dashboard), so it opens from a file or an e-mail.
+It holds the leaderboard with the baselines, the best-so-far plots, failures by cause, trials
+per Slurm job, the best trial's full configuration and the study file.
+
+Example:
+    >>> text = build_report("smoke", "sqlite:///hpsearch.db", "html")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+import warnings
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from hpsearch import __version__
+from hpsearch.baselines import load_baselines
+from hpsearch.errors import SpecError
+from hpsearch.report import leaderboard
+from hpsearch.storage import get_storage, mask_url, resolve_url
+
+FORMATS = ("html", "md", "csv")
+VAL_COLOR = "#1f6fb4"
+TEST_COLOR = "#e3720c"
+BASELINE_COLORS = {"test": "#2a9d4b", "val": "#8a5cc2"}
+_CSV_COLUMNS = (
+    "kind", "rank", "study", "trial", "state", "val_accuracy", "test_accuracy", "beats",
+    "epochs", "wall_minutes", "gpu_minutes", "n_params", "config", "model", "metric", "source",
+    "fail_reason", "slurm_job", "params",
+)  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# SVG plot
+# --------------------------------------------------------------------------------------------
+
+
+def svg_history(
+    history: Sequence[dict[str, Any]],
+    baselines: Sequence[dict[str, Any]],
+    *,
+    x: str = "trial",
+    width: int = 760,
+    height: int = 330,
+) -> str:
+    """Best-so-far validation accuracy (and the test accuracy of that trial) as an SVG plot.
+
+    Args:
+        history: :func:`hpsearch.report.best_so_far` points (``leaderboard()["history"]``).
+        baselines: Drawn as dashed horizontal lines, labelled on the right.
+        x: ``"trial"`` (n-th finished trial) or ``"time"`` (hours since the first start).
+        width: Width in pixels. Defaults to `760`.
+        height: Height in pixels. Defaults to `330`.
+    Returns:
+        An ``<svg>`` element (no external references).
+    """
+    key = "hours" if x == "time" else "n"
+    xlabel = "hours since the first trial started" if x == "time" else "finished trials"
+    points = [p for p in history if p.get(key) is not None]
+    left, right, top, bottom = 52, 250, 26, 40
+    pw, ph = width - left - right, height - top - bottom
+    title = f"Best so far over {'time' if x == 'time' else 'trials'}"
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" aria-label="{title}" '
+        'font-family="system-ui, sans-serif" font-size="11">',
+        f"<title>{title}</title>",
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
+        f'<text x="{left}" y="16" font-size="13" font-weight="600">{title}</text>',
+    ]
+    values = [p["best_val_accuracy"] for p in points]
+    values += [p["best_test_accuracy"] for p in points if p["best_test_accuracy"] is not None]
+    values += [p["val_accuracy"] for p in points if p.get("val_accuracy") is not None]
+    levels = [b["accuracy"] for b in baselines]
+    if not points:
+        parts.append(
+            f'<text x="{left + pw / 2}" y="{top + ph / 2}" text-anchor="middle" fill="#666">'
+            "no complete trial yet</text></svg>"
+        )
+        return "\n".join(parts)
+    lo = max(0.0, min(values + levels) - 0.02)
+    hi = min(1.0, max(values + levels) + 0.01)
+    if hi - lo < 0.02:
+        lo, hi = max(0.0, hi - 0.05), min(1.0, hi + 0.01)
+    x0 = 0.0 if x == "time" else 1.0
+    x1 = max(float(p[key]) for p in points)
+    if x1 <= x0:
+        x1 = x0 + 1.0
+
+    def sx(v: float) -> float:
+        return left + (v - x0) / (x1 - x0) * pw
+
+    def sy(v: float) -> float:
+        return top + (hi - v) / (hi - lo) * ph
+
+    # axes, grid and ticks
+    parts.append('<g stroke="#ddd" stroke-width="1">')
+    for t in _ticks(lo, hi):
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(t):.1f}" y2="{sy(t):.1f}"/>')
+    parts.append("</g>")
+    for t in _ticks(lo, hi):
+        parts.append(
+            f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{t * 100:.1f}%</text>'
+        )
+    for t in _ticks(x0, x1, integer=x != "time"):
+        parts.append(
+            f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{top + ph}" y2="{top + ph + 4}" '
+            'stroke="#888"/>'
+            f'<text x="{sx(t):.1f}" y="{top + ph + 16}" text-anchor="middle">{_fmt_tick(t)}</text>'
+        )
+    parts.append(
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>'
+        f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle" fill="#444">'
+        f"{xlabel}</text>"
+    )
+    # baselines: dashed lines with labels pushed apart on the right
+    labels = []
+    for b in baselines:
+        if not lo <= b["accuracy"] <= hi:
+            continue
+        color = BASELINE_COLORS.get(b["metric"], "#555")
+        y = sy(b["accuracy"])
+        tip = html.escape(
+            f"{b['model']} ({b['metric']} {b['accuracy'] * 100:.2f}%): {b['source']}"
+        )
+        parts.append(
+            f'<line class="baseline" x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="{color}" stroke-dasharray="5 4" stroke-width="1.2">'
+            f"<title>{tip}</title></line>"
+        )
+        labels.append([y, b, color, tip])
+    labels.sort(key=lambda item: item[0])
+    for i in range(1, len(labels)):
+        labels[i][0] = max(labels[i][0], labels[i - 1][0] + 11)
+    for y, b, color, tip in labels:
+        name = b["model"] if len(b["model"]) <= 30 else b["model"][:29] + "…"
+        parts.append(
+            f'<text x="{left + pw + 6}" y="{y + 4:.1f}" fill="{color}">'
+            f"<title>{tip}</title>{b['accuracy'] * 100:.2f} {html.escape(name)}"
+            f"{' (val)' if b['metric'] == 'val' else ''}</text>"
+        )
+    # every finished trial's validation accuracy (thinned for huge studies)
+    stride = max(1, len(points) // 1500)
+    dots = [
+        f'<circle cx="{sx(p[key]):.1f}" cy="{sy(p["val_accuracy"]):.1f}" r="1.8"/>'
+        for p in points[::stride]
+        if p.get("val_accuracy") is not None and p["val_accuracy"] >= lo
+    ]
+    parts.append(f'<g fill="#9bb7d4" fill-opacity="0.6">{"".join(dots)}</g>')
+    for field, color, name in (
+        ("best_val_accuracy", VAL_COLOR, "best validation accuracy"),
+        ("best_test_accuracy", TEST_COLOR, "test accuracy of that trial"),
+    ):
+        path = _step_path(points, key, field, sx, sy)
+        if path:
+            parts.append(
+                f'<path class="{field}" d="{path}" fill="none" stroke="{color}" '
+                f'stroke-width="2"><title>{name}</title></path>'
+            )
+    last = points[-1]
+    parts.append(
+        f'<g font-size="11"><rect x="{left + 8}" y="{top + 8}" width="12" height="3" '
+        f'fill="{VAL_COLOR}"/><text x="{left + 24}" y="{top + 13}">best validation '
+        f"accuracy ({last['best_val_accuracy'] * 100:.2f}%)</text>"
+        f'<rect x="{left + 8}" y="{top + 22}" width="12" height="3" fill="{TEST_COLOR}"/>'
+        f'<text x="{left + 24}" y="{top + 27}">its test accuracy '
+        f"({_pct(last['best_test_accuracy'])})</text></g>"
+    )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def _step_path(points: Sequence[dict[str, Any]], key: str, field: str, sx: Any, sy: Any) -> str:
+    out: list[str] = []
+    prev: float | None = None
+    for p in points:
+        v = p[field]
+        if v is None:
+            prev = None
+            continue
+        if prev is None:
+            out.append(f"M{sx(p[key]):.1f},{sy(v):.1f}")
+        elif v != prev:
+            out.append(f"H{sx(p[key]):.1f}V{sy(v):.1f}")
+        prev = v
+    if out and prev is not None:
+        out.append(f"H{sx(points[-1][key]):.1f}")
+    return "".join(out)
+
+
+def _ticks(lo: float, hi: float, *, integer: bool = False, n: int = 5) -> list[float]:
+    span = hi - lo
+    raw = span / n
+    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    if integer:
+        step = max(1.0, round(step))
+    first = math.ceil(lo / step) * step
+    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _fmt_tick(v: float) -> str:
+    return f"{v:.0f}" if abs(v - round(v)) < 1e-9 else f"{v:.2g}"
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def build_report(
+    study: str,
+    storage_url: str | None = None,
+    fmt: str = "html",
+    *,
+    baselines_file: str | Path | None = None,
+    top: int | None = None,
+) -> str:
+    """Render the report of one study.
+
+    Args:
+        study: Study name.
+        storage_url: Study database; see :func:`hpsearch.storage.resolve_url`.
+        fmt: ``html`` (self-contained, with plots), ``md`` or ``csv``. Defaults to `html`.
+        baselines_file: Extra baselines TOML added to the shipped ones.
+        top: Only the best ``top`` trials in the table (all by default).
+    Raises:
+        SpecError: For an unknown format.
+        StorageError: If the study is not on the storage.
+    """
+    if fmt not in FORMATS:
+        raise SpecError(f"--format must be one of {', '.join(FORMATS)}. Received: {fmt!r}")
+    url = resolve_url(storage_url)
+    storage = get_storage(url, heartbeat=False)
+    board = leaderboard(storage, load_baselines(baselines_file), study=study)
+    board["storage"] = mask_url(url)
+    if fmt == "csv":
+        return render_csv(board["rows"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = optuna.load_study(study_name=study, storage=storage)
+    spec_toml = str(loaded.user_attrs.get("hpsearch:spec_toml") or "")
+    best = _best_trial(loaded)
+    if fmt == "md":
+        return render_markdown(board, spec_toml, best, top=top)
+    return render_html(board, spec_toml, best, top=top)
+
+
+def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [t for t in complete if t.value is not None]
+    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+
+
+def render_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The leaderboard (trials and baselines) as CSV, one line per row."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(
+            {
+                **r,
+                "beats": ";".join(r.get("beats") or []),
+                "params": json.dumps(r["params"], sort_keys=True) if r.get("params") else "",
+            }
+        )
+    return buf.getvalue()
+
+
+def _table_rows(board: dict[str, Any], top: int | None) -> list[dict[str, Any]]:
+    if top is None:
+        return list(board["rows"])
+    return [r for r in board["rows"] if r["kind"] == "baseline" or (r["rank"] or 10**12) <= top]
+
+
+_HEAD = (
+    "rank", "study", "trial", "val acc", "test acc", "beats", "epochs", "wall min", "GPU min",
+    "params", "configuration", "state",
+)  # fmt: skip
+
+
+def _cells(r: dict[str, Any]) -> list[str]:
+    if r["kind"] == "baseline":
+        acc = _pct(r["test_accuracy"])
+        return [
+            "", "baseline", "", acc if r["metric"] == "val" else "",
+            acc if r["metric"] != "val" else "", "", "", "", "", "",
+            f"{r['model']} — {r['source']}", "",
+        ]  # fmt: skip
+    return [
+        "" if r["rank"] is None else str(r["rank"]),
+        r["study"] or "",
+        str(r["trial"]),
+        _pct(r["val_accuracy"]),
+        _pct(r["test_accuracy"]),
+        f"★ {len(r['beats'])}" if r["beats"] else "",
+        "" if r["epochs"] is None else str(r["epochs"]),
+        _num(r["wall_minutes"]),
+        _num(r["gpu_minutes"]),
+        "" if r["n_params"] is None else f"{r['n_params']:,}",
+        r["config"] or "",
+        r["state"] + (f" ({r['fail_reason']})" if r.get("fail_reason") else ""),
+    ]
+
+
+def render_html(
+    board: dict[str, Any],
+    spec_toml: str,
+    best: optuna.trial.FrozenTrial | None,
+    *,
+    top: int | None = None,
+) -> str:
+    """The self-contained HTML report (inline CSS and SVG, no scripts, no network)."""
+    from hpsearch.dashboard import assets_dir
+
+    css = (assets_dir() / "style.css").read_text(encoding="utf-8")
+    e = html.escape
+    name = board["study"]
+    trs = []
+    for r in _table_rows(board, top):
+        cls = "baseline" if r["kind"] == "baseline" else f"trial {r['state']}"
+        if r.get("beats"):
+            cls += " beats"
+        cells = _cells(r)
+        tds = []
+        for i, c in enumerate(cells):
+            attrs = ""
+            if i == 5 and r.get("beats"):
+                attrs = f' title="beats: {e("; ".join(r["beats"]))}"'
+            if i == 10:
+                attrs = ' class="config"'
+            tds.append(f"<td{attrs}>{e(c)}</td>")
+        trs.append(f'<tr class="{cls}">{"".join(tds)}</tr>')
+    head = "".join(f"<th>{e(h)}</th>" for h in _HEAD)
+    counts = board["counts"]
+    summary = " · ".join(f"{k} {v}" for k, v in counts.items() if v)
+    best_html = "<p>No complete trial yet.</p>"
+    if best is not None:
+        items = [("trial", str(best.number)), ("validation accuracy", _pct(best.value))]
+        items += [(f"param {k}", _plain(v)) for k, v in sorted(best.params.items())]
+        items += [(f"attr {k}", _plain(v)) for k, v in sorted(best.user_attrs.items())]
+        curve = ", ".join(
+            f"{step}: {v:.4f}" for step, v in sorted(best.intermediate_values.items())
+        )
+        items.append(("val accuracy per epoch", curve))
+        best_html = (
+            '<table class="kv">'
+            + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in items)
+            + "</table>"
+        )
+    fails = "".join(
+        f"<tr><td>{e(c)}</td><td>{n}</td></tr>" for c, n in board["failed_by_cause"].items()
+    )
+    jobs = "".join(
+        f"<tr><td>{e(j['job'])}</td><td>{j['tasks']}</td><td>{j['trials']}</td>"
+        f"<td>{j['complete']}</td><td>{j['pruned']}</td><td>{j['fail']}</td>"
+        f"<td>{j['running']}</td></tr>"
+        for j in board["slurm_jobs"]
+    )
+    shown = "" if top is None else f" (best {top} trials shown)"
+    plots = "".join(
+        svg_history(board["history"], board["baselines"], x=x) for x in ("trial", "time")
+    )
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>hpsearch report: {e(name)}</title>
+<style>{css}</style></head>
+<body class="report"><header><h1>hpsearch report: {e(name)}</h1>
+<p class="meta">dataset <b>{e(board["dataset"])}</b> · {board["n_trials"]} trials ({e(summary)})
+· storage {e(board["storage"])} · generated {when} by hpsearch {__version__}</p></header>
+<main>
+<section><h2>Best so far</h2><div class="plots">{plots}</div>
+<p class="note">The blue line is the best validation accuracy so far; the orange line is the
+test accuracy of that same trial (selection never looks at test accuracy). Dashed lines are the
+literature baselines (green: test accuracy, purple: validation accuracy as reported).</p>
+</section>
+<section><h2>Leaderboard{shown}</h2>
+<p class="note">Ranked by validation accuracy. ★ = beats that many baselines on the baseline's
+own metric (test accuracy vs test baselines, validation vs val baselines); hover for which.</p>
+<table id="leaderboard" class="board"><thead><tr>{head}</tr></thead>
+<tbody>{"".join(trs)}</tbody></table></section>
+<section class="side"><div><h2>Failed trials by cause</h2>
+<table class="small"><thead><tr><th>cause</th><th>trials</th></tr></thead>
+<tbody>{fails}</tbody></table></div>
+<div><h2>Trials per Slurm job</h2><table class="small"><thead><tr><th>job</th><th>tasks</th>
+<th>trials</th><th>complete</th><th>pruned</th><th>fail</th><th>running</th></tr></thead>
+<tbody>{jobs}</tbody></table></div></section>
+<section><h2>Best trial: full configuration</h2>{best_html}</section>
+<section><h2>Study file</h2><pre class="toml">{e(spec_toml) or "(not stored)"}</pre></section>
+</main></body></html>
+"""
+
+
+def render_markdown(
+    board: dict[str, Any],
+    spec_toml: str,
+    best: optuna.trial.FrozenTrial | None,
+    *,
+    top: int | None = None,
+) -> str:
+    """The report as GitHub-flavoured Markdown (tables; plots only in the HTML format)."""
+    out = [
+        f"# hpsearch report: {board['study']}",
+        "",
+        f"Dataset **{board['dataset']}**, {board['n_trials']} trials "
+        f"({', '.join(f'{k} {v}' for k, v in board['counts'].items() if v)}), "
+        f"storage `{board['storage']}`, hpsearch {__version__}.",
+        "",
+        "## Leaderboard",
+        "",
+        "Ranked by validation accuracy; test accuracy is reported, never used to select. "
+        "★ = beats that many baselines on the baseline's own metric.",
+        "",
+        "| " + " | ".join(_HEAD) + " |",
+        "|" + "---|" * len(_HEAD),
+    ]
+    for r in _table_rows(board, top):
+        cells = [c.replace("|", "\\|") for c in _cells(r)]
+        if r["kind"] == "baseline":
+            cells = [f"*{c}*" if c else "" for c in cells]
+        out.append("| " + " | ".join(cells) + " |")
+    out += ["", "## Failed trials by cause", "", "| cause | trials |", "|---|---|"]
+    out += [f"| {c} | {n} |" for c, n in board["failed_by_cause"].items()]
+    out += [
+        "",
+        "## Trials per Slurm job",
+        "",
+        "| job | tasks | trials | complete | pruned | fail | running |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    out += [
+        f"| {j['job']} | {j['tasks']} | {j['trials']} | {j['complete']} | {j['pruned']} | "
+        f"{j['fail']} | {j['running']} |"
+        for j in board["slurm_jobs"]
+    ]
+    out += ["", "## Best trial: full configuration", ""]
+    if best is None:
+        out.append("No complete trial yet.")
+    else:
+        out += ["| key | value |", "|---|---|", f"| trial | {best.number} |"]
+        out.append(f"| validation accuracy | {_pct(best.value)} |")
+        out += [f"| param `{k}` | {_plain(v)} |" for k, v in sorted(best.params.items())]
+        out += [f"| attr `{k}` | {_md(_plain(v))} |" for k, v in sorted(best.user_attrs.items())]
+    out += ["", "## Study file", "", "```toml", spec_toml.rstrip() or "(not stored)", "```", ""]
+    return "\n".join(out)
+
+
+def _pct(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value * 100:.2f}%"
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value if isinstance(value, str) else json.dumps(value)

@@ -1,0 +1,55 @@
+"""Launching studies: idempotent, warm-started, refusing a changed spec, budget accounting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpsearch.errors import SpecError, StorageError
+from hpsearch.spec import load_spec
+from hpsearch.study import budget_state, launch_study, load_study
+from tests.conftest import STUDIES
+
+
+def test_launch_is_idempotent_and_enqueues_warm_start_once(sqlite_url: str) -> None:
+    spec = load_spec(STUDIES / "fashion_mnist.toml")
+    first = launch_study(spec, "text", sqlite_url)
+    second = launch_study(spec, "text", sqlite_url)
+    assert first.created and not second.created
+    waiting = second.study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert len(waiting) == 2
+    fixed = waiting[0].system_attrs["fixed_params"]
+    assert fixed["optimizer.name"] == "sgd" and fixed["conv.padding"] == "valid"
+    study, stored = load_study("fashion_mnist", sqlite_url)
+    assert stored == spec and study.direction == optuna.study.StudyDirection.MAXIMIZE
+
+
+def test_changed_spec_under_same_name_is_refused(sqlite_url: str, tmp_path: Path) -> None:
+    text = (STUDIES / "smoke.toml").read_text()
+    launch_study(load_spec(STUDIES / "smoke.toml"), text, sqlite_url)
+    changed = tmp_path / "smoke.toml"
+    changed.write_text(text.replace("n_trials = 6", "n_trials = 7"))
+    with pytest.raises(SpecError, match=r"study 'smoke' already exists .* with a different spec"
+                       r".*name = \"smoke_v2\""):
+        launch_study(load_spec(changed), changed.read_text(), sqlite_url)
+    study, spec = load_study("smoke", sqlite_url)
+    assert spec.budget.n_trials == 6 and len(study.trials) == 1  # nothing changed
+
+
+def test_load_unknown_study_lists_known(sqlite_url: str) -> None:
+    launch_study(load_spec(STUDIES / "smoke.toml"), "", sqlite_url)
+    with pytest.raises(StorageError, match=r"no study named 'nope' .* \(studies there: smoke\)"):
+        load_study("nope", sqlite_url)
+
+
+def test_budget_counts_finished_and_running(sqlite_url: str) -> None:
+    spec = load_spec(STUDIES / "smoke.toml")
+    study = launch_study(spec, "", sqlite_url).study
+    assert not budget_state(study, spec).exhausted  # the queued warm start must run
+    for _ in range(spec.budget.n_trials):
+        trial = study.ask()
+        study.tell(trial, 0.5)
+    state = budget_state(study, spec)
+    assert state.finished == spec.budget.n_trials and state.exhausted

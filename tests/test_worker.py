@@ -1,0 +1,186 @@
+"""Workers on real data: what a trial records, NaN handling, preemption and dead workers.
+
+These train small CNNs on a real 1,000-image slice of Fashion-MNIST (seconds per trial).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from hpsearch.spec import load_spec
+from hpsearch.study import launch_study, load_study
+from hpsearch.worker import run_worker
+from tests.conftest import ROOT, STUDIES
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fashion_mnist_available")]
+
+SLOW_TRIAL = """
+name = "{name}"
+[data]
+dataset = "fashion_mnist"
+val_fraction = 0.02
+train_subset = 3000
+[budget]
+n_trials = 1
+max_epochs = 7
+[pruner]
+kind = "none"
+[search]
+activation = "relu"
+[search.conv]
+n_blocks = 1
+layers_per_block = 1
+filters_base = 16
+filters_growth = 1.0
+batch_norm = false
+dropout = 0.0
+[search.dense]
+n_layers = 1
+units = 64
+dropout = 0.0
+[search.optimizer]
+name = "adam"
+lr = 0.002
+weight_decay = 0.0
+[search.training]
+batch_size = 32
+"""
+
+
+def launch(path: Path, url: str) -> optuna.Study:
+    return launch_study(load_spec(path), path.read_text(), url).study
+
+
+def test_trial_records_history_metrics_and_cleans_up(sqlite_url: str) -> None:
+    launch(STUDIES / "smoke.toml", sqlite_url)
+    result = run_worker("smoke", sqlite_url, n_trials=3, worker_index=0)
+    assert result.trials_run == 3
+    study, spec = load_study("smoke", sqlite_url)
+    finished = [t for t in study.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) == 3
+    assert study.trials[0].user_attrs.get("hpsearch:warm_start") is True
+    for t in finished:
+        epochs = t.user_attrs["hpsearch:epochs"]
+        assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
+        assert all(0.0 < v <= 1.0 for v in t.intermediate_values.values())
+        assert t.user_attrs["hpsearch:wall_time_s"] > 0
+        assert t.user_attrs["hpsearch:n_params"] > 1000
+        assert t.user_attrs["hpsearch:config"].startswith("conv ")
+        assert t.user_attrs["hpsearch:keras_backend"] == "tensorflow"
+        if t.state == TrialState.COMPLETE:
+            assert epochs == spec.budget.max_epochs
+            assert t.value == t.intermediate_values[epochs]
+            assert 0.5 < t.user_attrs["hpsearch:test_accuracy"] <= 1.0
+        else:
+            assert "hpsearch:test_accuracy" not in t.user_attrs
+    assert not any((Path(os.environ["HPSEARCH_RUNS_DIR"]) / "smoke" / "checkpoints").glob("*"))
+
+
+def test_nan_trial_fails_with_reason_and_worker_goes_on(tmp_path: Path, sqlite_url: str) -> None:
+    text = (STUDIES / "smoke.toml").read_text().replace('name = "smoke"', 'name = "nan"')
+    text = text.replace("lr = {low = 1e-3, high = 1e-2, log = true}", "lr = {choices = [1e15, 0.003]}")
+    text = text.replace('"optimizer.lr" = 0.003', '"optimizer.lr" = 1e15')
+    path = tmp_path / "nan.toml"
+    path.write_text(text + '\n[[warm_start]]\n"optimizer.name" = "adam"\n"optimizer.lr" = 0.003\n')
+    launch(path, sqlite_url)
+    run_worker("nan", sqlite_url, n_trials=2, worker_index=0)
+    study, _ = load_study("nan", sqlite_url)
+    first, second = study.trials[:2]
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs["hpsearch:fail_reason"] == "nan"
+    assert "loss became nan" in first.user_attrs["hpsearch:error"]
+    assert second.state in (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def start_worker(name: str, url: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", "worker", "--study", name, "--storage", url],
+        cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def wait_for_epochs(name: str, trial: int, at_least: int, timeout: float = 120) -> int:
+    state = Path(os.environ["HPSEARCH_RUNS_DIR"]) / name / "checkpoints" / f"trial_{trial}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done = json.loads((state / "state.json").read_text())["epochs_done"]
+            if done >= at_least:
+                return int(done)
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint with {at_least} epochs within {timeout} s")
+
+
+def epochs_logged(output: str) -> list[int]:
+    return [int(line.split(" epoch ")[1].split()[0]) for line in output.splitlines()
+            if " epoch " in line and "val_acc=" in line]
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigusr1"])
+def test_preempted_trial_resumes_from_its_checkpoint(
+    tmp_path: Path, sqlite_url: str, how: str
+) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(SLOW_TRIAL.format(name="p"))
+    launch(path, sqlite_url)
+    worker = start_worker("p", sqlite_url)
+    done = wait_for_epochs("p", 0, at_least=2)
+    worker.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGUSR1)
+    first_output, _ = worker.communicate(timeout=60)
+    assert worker.returncode == 0, first_output
+    assert "preempted" in first_output
+    study, _ = load_study("p", sqlite_url)
+    interrupted, retry = study.trials
+    assert interrupted.state == TrialState.FAIL
+    assert interrupted.user_attrs["hpsearch:fail_reason"] == "preempted"
+    assert retry.state == TrialState.WAITING and retry.system_attrs["failed_trial"] == 0
+    checkpointed = wait_for_epochs("p", 0, at_least=done)
+
+    resumed = start_worker("p", sqlite_url)
+    output, _ = resumed.communicate(timeout=180)
+    assert resumed.returncode == 0, output
+    assert f"resuming trial 0 after epoch {checkpointed}" in output
+    assert epochs_logged(output) == list(range(checkpointed + 1, 8))  # no epoch trained twice
+    study, _ = load_study("p", sqlite_url)
+    final = study.trials[1]
+    assert final.state == TrialState.COMPLETE
+    assert sorted(final.intermediate_values) == list(range(1, 8))
+    assert final.user_attrs["hpsearch:epochs"] == 7
+    assert final.user_attrs.get("hpsearch:fail_reason") is None
+    assert len(study.trials) == 2
+
+
+def test_killed_worker_trial_is_retried_after_heartbeat_grace(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    path = tmp_path / "k.toml"
+    path.write_text(SLOW_TRIAL.format(name="k"))
+    launch(path, sqlite_url)
+    fast_heartbeat = {"HPSEARCH_HEARTBEAT_S": "1", "HPSEARCH_GRACE_S": "4"}
+    worker = start_worker("k", sqlite_url, fast_heartbeat)
+    wait_for_epochs("k", 0, at_least=3)
+    worker.kill()  # SIGKILL: no chance to clean up
+    worker.wait()
+    checkpointed = wait_for_epochs("k", 0, at_least=3)
+    time.sleep(5)
+    second = start_worker("k", sqlite_url, fast_heartbeat)
+    output, _ = second.communicate(timeout=180)
+    assert second.returncode == 0, output
+    assert f"resuming trial 0 after epoch {checkpointed}" in output
+    study, _ = load_study("k", sqlite_url)
+    dead, retry = study.trials
+    assert dead.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
+    assert sorted(retry.intermediate_values) == list(range(1, 8))
