@@ -6,10 +6,11 @@ The numbers ship in ``hpsearch/baselines.toml``; a user file in the same format
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+
+import tomllib
 
 from hpsearch.errors import SpecError
 

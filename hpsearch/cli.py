@@ -56,7 +56,9 @@ def _main(
     log_level: Annotated[
         str, typer.Option(help="Logging level (or $HPSEARCH_LOG_LEVEL).", show_default=False)
     ] = "",
-    debug: Annotated[bool, typer.Option(help="Show tracebacks instead of one-line errors.")] = False,
+    debug: Annotated[
+        bool, typer.Option(help="Show tracebacks instead of one-line errors.")
+    ] = False,
 ) -> None:
     _state["debug"] = debug
     level = (log_level or os.environ.get("HPSEARCH_LOG_LEVEL") or "INFO").upper()
@@ -224,9 +226,15 @@ def _print_status(name: str, storage: str | None, top: int, baselines_file: Path
         if row["kind"] == "baseline":
             if shown < top:
                 table.add_row(
-                    "", "baseline", "", f"{row['test_accuracy']:.4f}"
-                    + (" (val)" if row["metric"] == "val" else ""), "", "", "",
-                    f"[dim]{row['model']} — {row['source']}", style="cyan",
+                    "",
+                    "baseline",
+                    "",
+                    f"{row['test_accuracy']:.4f}" + (" (val)" if row["metric"] == "val" else ""),
+                    "",
+                    "",
+                    "",
+                    f"[dim]{row['model']} — {row['source']}",
+                    style="cyan",
                 )
             continue
         if row["rank"] is None or shown >= top:

@@ -75,7 +75,10 @@ def candidate_dirs(name: str) -> list[Path]:
     roots = []
     if os.environ.get("HPSEARCH_DATA_DIR"):
         roots.append(Path(os.environ["HPSEARCH_DATA_DIR"]))
-    roots += [DEBIAN_DATA_DIR, Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "datasets"]
+    roots += [
+        DEBIAN_DATA_DIR,
+        Path(os.environ.get("KERAS_HOME", "~/.keras")).expanduser() / "datasets",
+    ]
     return [root / folder for root in roots for folder in _FOLDER_NAMES[name]]
 
 

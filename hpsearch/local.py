@@ -20,7 +20,7 @@ import optuna
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from hpsearch.objective import runs_dir
+from hpsearch.env import runs_dir
 from hpsearch.study import BudgetState, budget_state, load_study
 
 _logger = logging.getLogger(__name__)

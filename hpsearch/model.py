@@ -133,7 +133,9 @@ def make_optimizer(config: TrainConfig) -> keras.optimizers.Optimizer:
     name = config.optimizer
     if name == "sgd":
         return keras.optimizers.SGD(
-            config.lr, momentum=config.momentum or 0.0, nesterov=bool(config.nesterov),
+            config.lr,
+            momentum=config.momentum or 0.0,
+            nesterov=bool(config.nesterov),
             weight_decay=wd,
         )
     if name == "adam":

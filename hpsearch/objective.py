@@ -19,16 +19,15 @@ import logging
 import math
 import os
 import shutil
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna_integration import KerasPruningCallback
 
 from hpsearch.data import Splits, load_splits
+from hpsearch.env import log_prefix, runs_dir, where_am_i
 from hpsearch.errors import NanLossError
 from hpsearch.model import build_model, compile_model
 from hpsearch.space import sample_config
@@ -40,35 +39,6 @@ if TYPE_CHECKING:
 _logger = logging.getLogger(__name__)
 
 MONITOR = "val_accuracy"
-
-
-def runs_dir() -> Path:
-    """Folder for checkpoints, logs and job scripts: ``$HPSEARCH_RUNS_DIR`` or ``./runs``."""
-    return Path(os.environ.get("HPSEARCH_RUNS_DIR", "runs"))
-
-
-def where_am_i() -> dict[str, str]:
-    """Host, Slurm job/array ids and GPU of this process (recorded on every trial)."""
-    env = os.environ
-    info = {"host": env.get("SLURMD_NODENAME") or socket.gethostname(), "pid": str(os.getpid())}
-    job = env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID")
-    if job:
-        info["slurm_job_id"] = job
-    for key, var in (("slurm_array_task_id", "SLURM_ARRAY_TASK_ID"),
-                     ("slurm_restart_count", "SLURM_RESTART_COUNT"),
-                     ("gpu", "CUDA_VISIBLE_DEVICES")):
-        if env.get(var):
-            info[key] = env[var]
-    return info
-
-
-def log_prefix() -> str:
-    """``job 123_4`` inside a Slurm array task, ``pid 999`` elsewhere."""
-    env = os.environ
-    job = env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID")
-    if job and env.get("SLURM_ARRAY_TASK_ID"):
-        return f"job {job}_{env['SLURM_ARRAY_TASK_ID']}"
-    return f"job {job}" if job else f"pid {os.getpid()}"
 
 
 @dataclass
@@ -112,17 +82,24 @@ class Checkpoint:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-class PruningCallback(KerasPruningCallback):  # type: ignore[misc]
-    """optuna-integration's Keras callback with step = epochs run, raising on a missing metric."""
+def pruning_callback(trial: optuna.Trial, monitor: str = MONITOR) -> Any:
+    """optuna-integration's Keras callback with step = epochs run, raising on a missing metric.
 
-    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if not logs or self._monitor not in logs:
-            raise KeyError(
-                f"metric {self._monitor!r} is missing from the epoch logs "
-                f"(have: {', '.join(logs or {}) or 'none'}); compile with metrics=['accuracy'] "
-                "and pass validation_data"
-            )
-        super().on_epoch_end(epoch + 1, logs)
+    (Built on call so that importing this module does not import Keras.)
+    """
+    from optuna_integration import KerasPruningCallback
+
+    class PruningCallback(KerasPruningCallback):  # type: ignore[misc]
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if not logs or self._monitor not in logs:
+                raise KeyError(
+                    f"metric {self._monitor!r} is missing from the epoch logs (have: "
+                    f"{', '.join(logs or {}) or 'none'}); compile with metrics=['accuracy'] "
+                    "and pass validation_data"
+                )
+            super().on_epoch_end(epoch + 1, logs)
+
+    return PruningCallback(trial, monitor)
 
 
 @dataclass
@@ -154,8 +131,11 @@ def _epoch_callbacks(
             progress.epochs = epoch + 1
             progress.val_accuracy = float(logs.get(MONITOR, math.nan))
             _logger.info(
-                "%s epoch %d val_acc=%.4f loss=%.4f", prefix, epoch + 1,
-                float(logs.get(MONITOR, math.nan)), loss,
+                "%s epoch %d val_acc=%.4f loss=%.4f",
+                prefix,
+                epoch + 1,
+                float(logs.get(MONITOR, math.nan)),
+                loss,
             )
 
     class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
@@ -234,7 +214,10 @@ class Objective:
                 progress.time_before = state.wall_time_s
                 _logger.info(
                     "[%s trial %d] resuming trial %d after epoch %d",
-                    log_prefix(), trial.number, root, state.epochs_done,
+                    log_prefix(),
+                    trial.number,
+                    root,
+                    state.epochs_done,
                 )
             else:
                 model = build_model(config.model, splits.input_shape, splits.n_classes, seed)
@@ -251,7 +234,7 @@ class Objective:
                 callbacks=[
                     keras.callbacks.TerminateOnNaN(),
                     guard,
-                    PruningCallback(trial, MONITOR),
+                    pruning_callback(trial),
                     checkpointer,
                 ],
                 verbose=0,

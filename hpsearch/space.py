@@ -55,7 +55,9 @@ def sample_config(trial: _Suggestable, space: SearchSpace) -> TrialConfig:
             tuple(
                 min(
                     conv.max_filters,
-                    round(base * growth ** (b if conv.growth_every == "block" else b * layers + i)),
+                    round(
+                        base * growth ** (b if conv.growth_every == "block" else b * layers + i)
+                    ),
                 )
                 for i in range(layers)
             )
@@ -153,9 +155,15 @@ def describe(space: SearchSpace) -> list[tuple[str, str, str]]:
     used = set(names.choices or [names.value])
     rows = []
     for name, dim in param_dimensions(space).items():
-        if name.count(".") == 2 and name.startswith("optimizer.") and name.split(".")[1] not in used:
+        if (
+            name.count(".") == 2
+            and name.startswith("optimizer.")
+            and name.split(".")[1] not in used
+        ):
             continue
-        kind = "fixed" if dim.is_fixed else ("choice" if getattr(dim, "choices", None) else "range")
+        kind = (
+            "fixed" if dim.is_fixed else ("choice" if getattr(dim, "choices", None) else "range")
+        )
         if isinstance(dim, FloatDim) and dim.log and not dim.is_fixed:
             kind += " (log)"
         if name.startswith("optimizer.") and name.count(".") == 2:

@@ -16,11 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
 
+import tomllib
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -90,7 +90,9 @@ class _Dim(_Strict):
                 and any(not isinstance(c, bool) and value == c for c in choices)
             )
         low, high = getattr(self, "low"), getattr(self, "high")
-        return isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+        return (
+            isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
+        )
 
     def to_toml(self) -> str:
         """The dimension written back as TOML (for examples and ``hpsearch validate``)."""
@@ -120,7 +122,7 @@ class IntDim(_Dim):
 
 
 class FloatDim(_Dim):
-    """A float dimension: ``0.5``, ``{low = 1e-4, high = 0.1, log = true}``, or ``{choices = [...]}``."""
+    """A float dimension: ``0.5``, ``{low = 1e-4, high = 0.1, log = true}`` or a choice list."""
 
     value: float | None = None
     low: float | None = None
@@ -467,7 +469,9 @@ def _example_at(loc: Sequence[Any]) -> str:
         return f"{name} = {default.to_toml()}"
     if isinstance(default, BaseModel):
         first = next(iter(type(default).model_fields))
-        return f"[{'.'.join(str(p) for p in loc)}] {first} = {_toml_value(getattr(default, first))}"
+        return (
+            f"[{'.'.join(str(p) for p in loc)}] {first} = {_toml_value(getattr(default, first))}"
+        )
     if default is None and isinstance(info.annotation, type):
         return f"{name} = ..."
     return f"{name} = {_toml_value(default)}"

@@ -102,7 +102,9 @@ def launch_study(spec: StudySpec, spec_toml: str, storage_url: str | None = None
                 f'new name, e.g. name = "{spec.name}_v2"'
             )
         study = optuna.load_study(
-            study_name=spec.name, storage=storage, sampler=make_sampler(spec),
+            study_name=spec.name,
+            storage=storage,
+            sampler=make_sampler(spec),
             pruner=make_pruner(spec),
         )
         if stored is not None:

@@ -23,8 +23,9 @@ from types import FrameType
 import optuna
 from optuna.trial import TrialState
 
+from hpsearch.env import log_prefix
 from hpsearch.errors import HpsearchError, Preempted
-from hpsearch.objective import Objective, log_prefix
+from hpsearch.objective import Objective
 from hpsearch.storage import retry_callback
 from hpsearch.study import budget_state, load_study
 
@@ -148,7 +149,8 @@ def _requeue_interrupted(study: optuna.Study, trial_id: int | None) -> None:
         retry_callback()(study, trial)
         _logger.info(
             "[%s trial %d] preempted; re-queued to resume from its last checkpoint",
-            log_prefix(), trial.number,
+            log_prefix(),
+            trial.number,
         )
 
 

@@ -18,7 +18,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fashion_mnist_available
 def hpsearch(*args: str, env: dict[str, str] | None = None, timeout: float = 600):  # type: ignore[no-untyped-def]
     return subprocess.run(
         [sys.executable, "-m", "hpsearch", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -28,8 +32,15 @@ def smoke_run(
 ) -> tuple[str, subprocess.CompletedProcess[str], Path]:
     folder = tmp_path_factory.mktemp("e2e")
     url = f"sqlite:///{folder / 'hpsearch.db'}"
-    result = hpsearch("run", "studies/smoke.toml", "--workers", "2", "--storage", url,
-                      env={"HPSEARCH_RUNS_DIR": str(folder / "runs")})
+    result = hpsearch(
+        "run",
+        "studies/smoke.toml",
+        "--workers",
+        "2",
+        "--storage",
+        url,
+        env={"HPSEARCH_RUNS_DIR": str(folder / "runs")},
+    )
     return url, result, folder / "runs"
 
 
@@ -117,8 +128,16 @@ def test_mariadb_storage(mysql_url: str, tmp_path: Path) -> None:
 def test_jax_backend(sqlite_url: str) -> None:
     pytest.importorskip("jax", reason="jax missing: run `make install`")
     assert hpsearch("launch", "studies/smoke.toml", "--storage", sqlite_url).returncode == 0
-    result = hpsearch("worker", "--study", "smoke", "--n-trials", "2", "--storage", sqlite_url,
-                      env={"KERAS_BACKEND": "jax"})
+    result = hpsearch(
+        "worker",
+        "--study",
+        "smoke",
+        "--n-trials",
+        "2",
+        "--storage",
+        sqlite_url,
+        env={"KERAS_BACKEND": "jax"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     import optuna
 

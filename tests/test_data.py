@@ -77,8 +77,11 @@ def test_offline_error_lists_the_paths_tried(
     with pytest.raises(DataError) as info:
         data.load_arrays("mnist")
     message = str(info.value)
-    for tried in (tmp_path / "mine" / "mnist", tmp_path / "debian" / "mnist",
-                  tmp_path / "keras" / "datasets" / "mnist"):
+    for tried in (
+        tmp_path / "mine" / "mnist",
+        tmp_path / "debian" / "mnist",
+        tmp_path / "keras" / "datasets" / "mnist",
+    ):
         assert str(tried) in message
     assert "keras download failed" in message and "HPSEARCH_DATA_DIR" in message
 

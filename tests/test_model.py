@@ -15,8 +15,19 @@ def test_workshop_cnn_has_exactly_1_199_882_parameters() -> None:
     model = build_model(WORKSHOP_CNN.model, (28, 28, 1), 10)
     assert model.count_params() == 1_199_882
     kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds == ["InputLayer", "Conv2D", "Activation", "Conv2D", "Activation",
-                     "MaxPooling2D", "Dropout", "Flatten", "Dense", "Dropout", "Dense"]
+    assert kinds == [
+        "InputLayer",
+        "Conv2D",
+        "Activation",
+        "Conv2D",
+        "Activation",
+        "MaxPooling2D",
+        "Dropout",
+        "Flatten",
+        "Dense",
+        "Dropout",
+        "Dense",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -41,8 +52,15 @@ def test_deep_valid_padding_still_builds() -> None:
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw", "rmsprop", "adadelta"])
 def test_each_optimizer_gets_its_sub_parameters(name: str) -> None:
     opt = make_optimizer(
-        TrainConfig(optimizer=name, lr=0.02, weight_decay=1e-4, momentum=0.8, nesterov=True,
-                    rho=0.85, beta_1=0.88)
+        TrainConfig(
+            optimizer=name,
+            lr=0.02,
+            weight_decay=1e-4,
+            momentum=0.8,
+            nesterov=True,
+            rho=0.85,
+            beta_1=0.88,
+        )
     )
     assert type(opt).__name__.lower() == name
     assert float(opt.learning_rate) == pytest.approx(0.02)

@@ -25,7 +25,9 @@ def test_optimizer_sub_parameters_are_conditional() -> None:
     assert names == {"sgd", "adam", "adamw", "rmsprop", "adadelta"}
     for t in trials:
         opt = t.params["optimizer.name"]
-        sub = {k.split(".")[1] for k in t.params if k.count(".") == 2 and k.startswith("optimizer.")}
+        sub = {
+            k.split(".")[1] for k in t.params if k.count(".") == 2 and k.startswith("optimizer.")
+        }
         assert sub <= {opt}, (opt, t.params)
         if opt == "sgd":
             assert {"optimizer.sgd.momentum", "optimizer.sgd.nesterov"} <= set(t.params)
@@ -78,13 +80,25 @@ def test_per_block_filters(tmp_path) -> None:  # type: ignore[no-untyped-def]
     )
     spec = load_spec(path)
     assert {"conv.filters_0", "conv.filters_1"} <= set(param_dimensions(spec.search))
-    config = config_from_params(spec, {"conv.filters_0": 16, "conv.filters_1": 8,
-                                       "optimizer.name": "adam", "optimizer.lr": 1e-3,
-                                       "optimizer.weight_decay": 0.0, "conv.kernel_size": 3,
-                                       "conv.batch_norm": False, "conv.dropout": 0.1,
-                                       "dense.n_layers": 1, "dense.units": 64,
-                                       "dense.dropout": 0.0, "activation": "relu",
-                                       "training.batch_size": 32, "optimizer.adam.beta_1": 0.9})
+    config = config_from_params(
+        spec,
+        {
+            "conv.filters_0": 16,
+            "conv.filters_1": 8,
+            "optimizer.name": "adam",
+            "optimizer.lr": 1e-3,
+            "optimizer.weight_decay": 0.0,
+            "conv.kernel_size": 3,
+            "conv.batch_norm": False,
+            "conv.dropout": 0.1,
+            "dense.n_layers": 1,
+            "dense.units": 64,
+            "dense.dropout": 0.0,
+            "activation": "relu",
+            "training.batch_size": 32,
+            "optimizer.adam.beta_1": 0.9,
+        },
+    )
     assert config.model.conv_filters == ((16, 16), (8, 8))
 
 

@@ -61,20 +61,46 @@ def test_fingerprint_changes_with_the_spec(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "field", "received", "example"),
     [
-        ("[search.conv]\nn_blokcs = 2", r"`search\.conv\.n_blokcs` is not a known field "
-         r"\(valid here: n_blocks,", "2", "n_blokcs"),
-        ("[search.conv]\nn_blocks = \"three\"", r"`search\.conv\.n_blocks` is invalid: Input "
-         "should be a valid integer", '"three"', r"n_blocks = \{low = 1, high = 3\}"),
-        ("[search.dense]\nunits = {choices = []}", r"`search\.dense\.units` is invalid: the "
-         "choice list is empty", r"\{choices = \[\]\}", r"units = \{choices = \[64, 128, 256\]\}"),
-        ("[search.conv]\nn_blocks = {low = 4, high = 2}", r"`search\.conv\.n_blocks` is invalid: "
-         "low must be <= high", r"\{low = 4, high = 2\}", "n_blocks = "),
-        ("[search.optimizer]\nlr = {low = 0.0, high = 0.1, log = true}",
-         r"`search\.optimizer\.lr` is invalid: a log range needs low > 0", "log = true",
-         r"lr = \{low = 0\.0001, high = 0\.1, log = true\}"),
-        ("[search.optimizer]\nname = {choices = [\"sgd\", \"adamax\"]}",
-         r"`search\.optimizer\.name\.choices\.1` is invalid: Input should be 'sgd', 'adam'",
-         '"adamax"', "name = "),
+        (
+            "[search.conv]\nn_blokcs = 2",
+            r"`search\.conv\.n_blokcs` is not a known field "
+            r"\(valid here: n_blocks,",
+            "2",
+            "n_blokcs",
+        ),
+        (
+            '[search.conv]\nn_blocks = "three"',
+            r"`search\.conv\.n_blocks` is invalid: Input "
+            "should be a valid integer",
+            '"three"',
+            r"n_blocks = \{low = 1, high = 3\}",
+        ),
+        (
+            "[search.dense]\nunits = {choices = []}",
+            r"`search\.dense\.units` is invalid: the "
+            "choice list is empty",
+            r"\{choices = \[\]\}",
+            r"units = \{choices = \[64, 128, 256\]\}",
+        ),
+        (
+            "[search.conv]\nn_blocks = {low = 4, high = 2}",
+            r"`search\.conv\.n_blocks` is invalid: "
+            "low must be <= high",
+            r"\{low = 4, high = 2\}",
+            "n_blocks = ",
+        ),
+        (
+            "[search.optimizer]\nlr = {low = 0.0, high = 0.1, log = true}",
+            r"`search\.optimizer\.lr` is invalid: a log range needs low > 0",
+            "log = true",
+            r"lr = \{low = 0\.0001, high = 0\.1, log = true\}",
+        ),
+        (
+            '[search.optimizer]\nname = {choices = ["sgd", "adamax"]}',
+            r"`search\.optimizer\.name\.choices\.1` is invalid: Input should be 'sgd', 'adam'",
+            '"adamax"',
+            "name = ",
+        ),
     ],
     ids=["unknown-key", "wrong-type", "empty-choices", "low-gt-high", "log-zero", "optimizer"],
 )
@@ -95,15 +121,21 @@ def test_bad_field_gives_one_precise_line(
 
 
 def test_unknown_dataset_lists_the_valid_ones(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match=r"`data\.dataset` is invalid: unknown dataset; use one "
-                       r"of fashion_mnist, mnist, cifar10, cifar100.*Received: \"imagenet\".*"
-                       r"Example: dataset = \"fashion_mnist\""):
+    with pytest.raises(
+        SpecError,
+        match=r"`data\.dataset` is invalid: unknown dataset; use one "
+        r"of fashion_mnist, mnist, cifar10, cifar100.*Received: \"imagenet\".*"
+        r"Example: dataset = \"fashion_mnist\"",
+    ):
         load_spec(write(tmp_path, MINIMAL.replace('"fashion_mnist"', '"imagenet"')))
 
 
 def test_missing_budget_field(tmp_path: Path) -> None:
-    with pytest.raises(SpecError, match=r"`budget\.max_epochs` is required\. Received: nothing\. "
-                       r"Example: max_epochs = 30"):
+    with pytest.raises(
+        SpecError,
+        match=r"`budget\.max_epochs` is required\. Received: nothing\. "
+        r"Example: max_epochs = 30",
+    ):
         load_spec(write(tmp_path, MINIMAL.replace("max_epochs = 2", "")))
 
 
@@ -119,8 +151,11 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_warm_start_must_fit_the_space(tmp_path: Path) -> None:
     base = MINIMAL + "[search.conv]\nn_blocks = {low = 1, high = 2}\n"
-    with pytest.raises(SpecError, match=r"`warm_start\[0\]\.conv\.n_blocks` is outside its "
-                       r"search dimension\. Received: 5\. Example: n_blocks = \{low = 1, high = 2\}"):
+    with pytest.raises(
+        SpecError,
+        match=r"`warm_start\[0\]\.conv\.n_blocks` is outside its "
+        r"search dimension\. Received: 5\. Example: n_blocks = \{low = 1, high = 2\}",
+    ):
         load_spec(write(tmp_path, base + '[[warm_start]]\n"conv.n_blocks" = 5\n'))
     with pytest.raises(SpecError, match=r"`warm_start\[0\]\.conv\.nblocks` is not a parameter"):
         load_spec(write(tmp_path, base + '[[warm_start]]\n"conv.nblocks" = 1\n'))

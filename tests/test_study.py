@@ -31,8 +31,11 @@ def test_changed_spec_under_same_name_is_refused(sqlite_url: str, tmp_path: Path
     launch_study(load_spec(STUDIES / "smoke.toml"), text, sqlite_url)
     changed = tmp_path / "smoke.toml"
     changed.write_text(text.replace("n_trials = 6", "n_trials = 7"))
-    with pytest.raises(SpecError, match=r"study 'smoke' already exists .* with a different spec"
-                       r".*name = \"smoke_v2\""):
+    with pytest.raises(
+        SpecError,
+        match=r"study 'smoke' already exists .* with a different spec"
+        r".*name = \"smoke_v2\"",
+    ):
         launch_study(load_spec(changed), changed.read_text(), sqlite_url)
     study, spec = load_study("smoke", sqlite_url)
     assert spec.budget.n_trials == 6 and len(study.trials) == 1  # nothing changed

@@ -88,7 +88,9 @@ def test_trial_records_history_metrics_and_cleans_up(sqlite_url: str) -> None:
 
 def test_nan_trial_fails_with_reason_and_worker_goes_on(tmp_path: Path, sqlite_url: str) -> None:
     text = (STUDIES / "smoke.toml").read_text().replace('name = "smoke"', 'name = "nan"')
-    text = text.replace("lr = {low = 1e-3, high = 1e-2, log = true}", "lr = {choices = [1e15, 0.003]}")
+    text = text.replace(
+        "lr = {low = 1e-3, high = 1e-2, log = true}", "lr = {choices = [1e15, 0.003]}"
+    )
     text = text.replace('"optimizer.lr" = 0.003', '"optimizer.lr" = 1e15')
     path = tmp_path / "nan.toml"
     path.write_text(text + '\n[[warm_start]]\n"optimizer.name" = "adam"\n"optimizer.lr" = 0.003\n')
@@ -105,8 +107,11 @@ def test_nan_trial_fails_with_reason_and_worker_goes_on(tmp_path: Path, sqlite_u
 def start_worker(name: str, url: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "hpsearch", "worker", "--study", name, "--storage", url],
-        cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -125,8 +130,11 @@ def wait_for_epochs(name: str, trial: int, at_least: int, timeout: float = 120) 
 
 
 def epochs_logged(output: str) -> list[int]:
-    return [int(line.split(" epoch ")[1].split()[0]) for line in output.splitlines()
-            if " epoch " in line and "val_acc=" in line]
+    return [
+        int(line.split(" epoch ")[1].split()[0])
+        for line in output.splitlines()
+        if " epoch " in line and "val_acc=" in line
+    ]
 
 
 @pytest.mark.parametrize("how", ["sigterm", "sigusr1"])
