@@ -53,6 +53,7 @@ NameArg = Annotated[str, typer.Argument(help="Study name (the `name` in its stud
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     log_level: Annotated[
         str, typer.Option(help="Logging level (or $HPSEARCH_LOG_LEVEL).", show_default=False)
     ] = "",
@@ -61,7 +62,13 @@ def _main(
     ] = False,
 ) -> None:
     _state["debug"] = debug
-    level = (log_level or os.environ.get("HPSEARCH_LOG_LEVEL") or "INFO").upper()
+    # Workers log every epoch; interactive commands only warnings (their output is the result).
+    default = "INFO" if ctx.invoked_subcommand == "worker" else "WARNING"
+    level = (log_level or os.environ.get("HPSEARCH_LOG_LEVEL") or default).upper()
+    if level != "INFO" and ctx.invoked_subcommand != "worker":
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
@@ -156,7 +163,11 @@ def run(
 
     launched = _launch(spec_file, storage)
     result = run_local(
-        launched.spec.name, launched.storage_url, workers, threads_per_worker=threads_per_worker
+        launched.spec.name,
+        launched.storage_url,
+        workers,
+        threads_per_worker=threads_per_worker,
+        console=err,
     )
     _print_status(launched.spec.name, launched.storage_url, top=10, baselines_file=None)
     err.print(f"worker logs: {result.log_dir}/")

@@ -100,11 +100,15 @@ def run_local(
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
         task = progress.add_task(study_name, total=spec.budget.n_trials, detail="starting")
+        last_line = ""
         try:
             while any(p.poll() is None for p in procs):
-                _update(progress, task, study, budget_state(study, spec), procs)
+                line = _update(progress, task, study, budget_state(study, spec), procs)
+                if not console.is_terminal and line != last_line:
+                    console.print(f"{study_name}: {line}")  # logs and CI get a line per change
+                    last_line = line
                 time.sleep(poll_s)
         except KeyboardInterrupt:
             interrupted = True
@@ -120,7 +124,7 @@ def _update(
     study: optuna.Study,
     budget: BudgetState,
     procs: list[subprocess.Popen[bytes]],
-) -> None:
+) -> str:
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     best = max((t.value for t in trials if t.value is not None), default=None)
     pruned = budget.finished - len(trials)
@@ -131,6 +135,7 @@ def _update(
         f"{'-' if best is None else f'{best:.4f}'} · workers {alive}"
     )
     progress.update(task, completed=budget.finished, detail=detail)  # type: ignore[arg-type]
+    return f"{budget.finished}/{budget.n_trials} finished · {detail}"
 
 
 def _stop(procs: list[subprocess.Popen[bytes]], grace_s: float = 30.0) -> None:

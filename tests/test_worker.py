@@ -17,6 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from hpsearch.errors import HpsearchError
 from hpsearch.spec import load_spec
 from hpsearch.study import launch_study, load_study
 from hpsearch.worker import run_worker
@@ -192,3 +193,51 @@ def test_killed_worker_trial_is_retried_after_heartbeat_grace(
     dead, retry = study.trials
     assert dead.state == TrialState.FAIL and retry.state == TrialState.COMPLETE
     assert sorted(retry.intermediate_values) == list(range(1, 8))
+
+
+def test_worker_stops_after_consecutive_failures(tmp_path: Path, sqlite_url: str) -> None:
+    text = (STUDIES / "smoke.toml").read_text().replace('name = "smoke"', 'name = "allnan"')
+    text = text.replace("lr = {low = 1e-3, high = 1e-2, log = true}", "lr = 1e15")
+    text = text.replace('"optimizer.lr" = 0.003\n', "")
+    text = text.replace("[budget]\n", "[budget]\nmax_consecutive_failures = 2\n")
+    path = tmp_path / "allnan.toml"
+    path.write_text(text)
+    launch(path, sqlite_url)
+    with pytest.raises(
+        HpsearchError,
+        match="stopping: 2 trials in a row failed; last: NanLossError: loss became nan",
+    ):
+        run_worker("allnan", sqlite_url, worker_index=0)
+    study, _ = load_study("allnan", sqlite_url)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+
+
+def test_ctrl_c_on_run_requeues_and_rerun_finishes(tmp_path: Path, sqlite_url: str) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(SLOW_TRIAL.format(name="c"))
+    run = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", "run", str(path), "--storage", sqlite_url],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    wait_for_epochs("c", 0, at_least=2)
+    run.send_signal(signal.SIGINT)
+    output, _ = run.communicate(timeout=60)
+    assert run.returncode == 130, output
+    assert "Ctrl-C: stopping workers" in output
+    study, _ = load_study("c", sqlite_url)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
+    again = subprocess.run(
+        [sys.executable, "-m", "hpsearch", "run", str(path), "--storage", sqlite_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "continuing study c" in again.stderr
+    study, _ = load_study("c", sqlite_url)
+    assert study.trials[1].state == TrialState.COMPLETE
+    assert sorted(study.trials[1].intermediate_values) == list(range(1, 8))
