@@ -152,7 +152,7 @@ def searched_params(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, 
 def describe(space: SearchSpace) -> list[tuple[str, str, str]]:
     """Rows ``(parameter, kind, values)`` describing the resolved space, for ``validate``."""
     names = space.optimizer.name
-    used = set(names.choices or [names.value])
+    used = set(names.choices or ([names.value] if names.value else []))
     rows = []
     for name, dim in param_dimensions(space).items():
         if (

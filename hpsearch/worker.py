@@ -139,7 +139,7 @@ def _trial(study: optuna.Study, trial_id: int | None) -> optuna.trial.FrozenTria
 def _requeue_interrupted(study: optuna.Study, trial_id: int | None) -> None:
     """Mark the interrupted trial FAIL (if Optuna has not) and queue its retry."""
     trial = _trial(study, trial_id)
-    if trial is None:
+    if trial is None or trial_id is None:
         return
     if trial.state == TrialState.RUNNING:
         study._storage.set_trial_user_attr(trial_id, "hpsearch:fail_reason", "preempted")
