@@ -16,12 +16,14 @@ Example:
 
 from __future__ import annotations
 
+import gc
 import hmac
 import ipaddress
 import json
 import logging
 import mimetypes
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable
@@ -37,7 +39,7 @@ import optuna
 
 from hpsearch.baselines import Baseline, load_baselines
 from hpsearch.errors import HpsearchError
-from hpsearch.report import leaderboard, list_studies
+from hpsearch.report import TrialCache, leaderboard, list_studies
 from hpsearch.storage import get_storage, mask_url, resolve_url
 
 _logger = logging.getLogger(__name__)
@@ -112,6 +114,8 @@ class DashboardApp:
         allow_writes: Let optuna-dashboard's API change studies (notes, deletes, ...).
             Defaults to read-only.
         storage_label: What the pages show as the storage (already masked).
+        response_cache_s: Reuse a computed leaderboard this long, so that a page load (table and
+            two plots) reads the database once. Defaults to `2.0`.
     """
 
     def __init__(
@@ -122,6 +126,7 @@ class DashboardApp:
         token: str | None = None,
         allow_writes: bool = False,
         storage_label: str = "",
+        response_cache_s: float = 2.0,
     ) -> None:
         import optuna_dashboard
 
@@ -131,6 +136,10 @@ class DashboardApp:
         self.allow_writes = allow_writes
         self.storage_label = storage_label
         self.assets = assets_dir()
+        self.trial_cache = TrialCache()
+        self.response_cache_s = response_cache_s
+        self._recent: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
+        self._lock = threading.Lock()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self.optuna_app: WSGIApp = optuna_dashboard.wsgi(storage)
@@ -186,17 +195,31 @@ class DashboardApp:
         return _respond(start_response, "404 Not Found", b"not found\n")
 
     def board(self, query: dict[str, str]) -> dict[str, Any]:
-        """The leaderboard for a query string (``dataset``, ``study``, ``state``)."""
-        states = [s for s in query.get("state", "").split(",") if s] or None
-        board = leaderboard(
-            self.storage,
-            self.baselines,
-            dataset=query.get("dataset") or None,
-            study=query.get("study") or None,
-            states=states,
-        )
-        board["storage"] = self.storage_label
-        board["read_only"] = not self.allow_writes
+        """The leaderboard for a query string (``dataset``, ``study``, ``state``, ``params``)."""
+        key = (query.get("dataset") or None, query.get("study") or None, bool(query.get("params")))
+        now = time.monotonic()
+        with self._lock:
+            hit = self._recent.get(key)
+        if hit is not None and now - hit[0] < self.response_cache_s:
+            board = hit[1]
+        else:
+            board = leaderboard(
+                self.storage,
+                self.baselines,
+                dataset=key[0],
+                study=key[1],
+                include_params=key[2],
+                cache=self.trial_cache,
+            )
+            board["storage"] = self.storage_label
+            board["read_only"] = not self.allow_writes
+            with self._lock:
+                self._recent = {k: v for k, v in self._recent.items() if now - v[0] < 60}
+                self._recent[key] = (now, board)
+        states = {s for s in query.get("state", "").lower().split(",") if s}
+        if states:
+            rows = [r for r in board["rows"] if r["kind"] == "baseline" or r["state"] in states]
+            board = {**board, "rows": rows}
         return board
 
     def _asset(self, name: str, start_response: StartResponse) -> Iterable[bytes]:
@@ -277,7 +300,13 @@ def _respond(
 def _json_response(
     start_response: StartResponse, payload: dict[str, Any], status: str = "200 OK"
 ) -> Iterable[bytes]:
-    body = json.dumps(payload, separators=(",", ":"), allow_nan=False, default=str).encode()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        body = json.dumps(payload, separators=(",", ":"), allow_nan=False, default=str).encode()
+    finally:
+        if enabled:
+            gc.enable()
     return _respond(
         start_response,
         status,
@@ -394,6 +423,7 @@ def make_dashboard_server(
     token: str | None = None,
     allow_writes: bool = False,
     write_notes: bool = True,
+    response_cache_s: float = 2.0,
 ) -> tuple[WSGIServer, str]:
     """Build (not start) the dashboard server.
 
@@ -405,6 +435,7 @@ def make_dashboard_server(
         token: Access token required on every request when set.
         allow_writes: Let optuna-dashboard edit studies. Defaults to read-only.
         write_notes: Write each study's baseline comparison as its optuna-dashboard note.
+        response_cache_s: See :class:`DashboardApp`.
     Returns:
         The server and the leaderboard URL to open (with ``?token=`` when a token is set).
     Raises:
@@ -416,7 +447,12 @@ def make_dashboard_server(
     baselines = load_baselines(baselines_file)
     storage = get_storage(url, heartbeat=False)
     app = DashboardApp(
-        storage, baselines, token=token, allow_writes=allow_writes, storage_label=mask_url(url)
+        storage,
+        baselines,
+        token=token,
+        allow_writes=allow_writes,
+        storage_label=mask_url(url),
+        response_cache_s=response_cache_s,
     )
     if write_notes:
         started = time.perf_counter()

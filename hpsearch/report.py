@@ -7,8 +7,11 @@ a trial as beating it; it is never used to rank or select.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
+import threading
+import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -226,6 +229,8 @@ def leaderboard(
     dataset: str | None = None,
     study: str | None = None,
     states: Iterable[str] | None = None,
+    include_params: bool = False,
+    cache: TrialCache | None = None,
 ) -> dict[str, Any]:
     """Trials of all studies of one dataset ranked by validation accuracy, with baselines.
 
@@ -243,11 +248,16 @@ def leaderboard(
         states: Only rows of trials in these states (``complete``, ``pruned``, ``fail``,
             ``running``, ``waiting``); ranks stay those of the unfiltered ranking. Baselines are
             always included.
+        include_params: Fill each row's ``params`` (the Optuna parameters). Defaults to empty
+            (``config`` already summarizes the architecture and optimizer), which keeps a
+            20,000-trial answer small.
+        cache: A :class:`TrialCache` kept between calls (the dashboard keeps one), so that
+            finished trials are read once.
     Returns:
         A JSON-ready dict: ``dataset``, ``datasets``, ``studies``, ``rows`` (ranked, baselines
         marked ``kind="baseline"``), ``counts``, ``failed_by_cause``, ``slurm_jobs``,
-        ``history`` (best-so-far validation accuracy and the test accuracy of that trial) and
-        ``baselines``.
+        ``history`` (best-so-far validation accuracy and the test accuracy of that trial; see
+        :func:`best_so_far`) and ``baselines``.
     Raises:
         StorageError: If ``study`` or ``dataset`` is not on the storage.
 
@@ -255,6 +265,25 @@ def leaderboard(
         >>> board = leaderboard(get_storage("sqlite:///hpsearch.db", heartbeat=False),
         ...                     load_baselines(), dataset="fashion_mnist")  # doctest: +SKIP
     """
+    # Tens of thousands of small objects: the cyclic GC would otherwise run many times per call.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _leaderboard(storage, baselines, dataset, study, states, include_params, cache)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _leaderboard(
+    storage: optuna.storages.BaseStorage,
+    baselines: list[Baseline],
+    dataset: str | None,
+    study: str | None,
+    states: Iterable[str] | None,
+    include_params: bool,
+    cache: TrialCache | None,
+) -> dict[str, Any]:
     infos = list_studies(storage)
     datasets = sorted({s.dataset for s in infos})
     if study is not None:
@@ -280,9 +309,12 @@ def leaderboard(
             )
         chosen = [s for s in infos if s.dataset == dataset]
     if isinstance(storage, optuna.storages.RDBStorage):
-        trials = _sql_trials(storage, chosen)
+        trials = _sql_trials(storage, chosen, params=include_params, cache=cache)
     else:
         trials = _generic_trials(storage, chosen)
+        if not include_params:
+            for t in trials:
+                t.row.params = {}
     ranked = rank([t.row for t in trials], baselines, dataset)
     extra = {(t.row.study, t.row.trial): t for t in trials}
     wanted = None if states is None else {s.lower() for s in states}
@@ -290,7 +322,7 @@ def leaderboard(
     for r in ranked:
         if r.kind == "trial" and wanted is not None and r.state not in wanted:
             continue
-        d = r.to_dict()
+        d = _row_dict(r)
         if r.kind == "trial":
             t = extra[(r.study, r.trial)]
             d["study_id"] = t.study_id
@@ -327,11 +359,12 @@ def trial_url(study_id: int, number: int) -> str:
     return f"/dashboard/studies/{study_id}/trials?numbers={number}"
 
 
-def best_so_far(trials: list[_Trial]) -> list[dict[str, Any]]:
+def best_so_far(trials: list[_Trial], max_points: int = 2000) -> list[dict[str, Any]]:
     """Complete trials in order of completion, each with the best validation accuracy so far.
 
     ``best_test_accuracy`` is the test accuracy of the trial that is best on validation at that
-    point (the honest number), not the best test accuracy seen.
+    point (the honest number), not the best test accuracy seen. Every improvement and the last
+    trial are kept; with more than ``max_points`` complete trials the others are thinned evenly.
     """
     done = sorted(
         (t for t in trials if t.row.state == "complete" and t.row.val_accuracy is not None),
@@ -341,9 +374,14 @@ def best_so_far(trials: list[_Trial]) -> list[dict[str, Any]]:
     t0 = min(starts) if starts else None
     out: list[dict[str, Any]] = []
     best: _Trial | None = None
+    stride = max(1, math.ceil(len(done) / max_points))
     for i, t in enumerate(done, start=1):
-        if best is None or (t.row.val_accuracy or 0.0) > (best.row.val_accuracy or 0.0):
+        improved = best is None or (t.row.val_accuracy or 0.0) > (best.row.val_accuracy or 0.0)
+        if improved:
             best = t
+        if not improved and i % stride and i != len(done):
+            continue
+        assert best is not None
         hours = None
         if t0 is not None and t.finished is not None:
             hours = (t.finished - t0).total_seconds() / 3600.0
@@ -429,9 +467,8 @@ def _sql_studies(storage: optuna.storages.RDBStorage) -> list[StudyInfo]:
                 "ON a.study_id = s.study_id AND a.key = 'hpsearch:dataset'"
             )
         ).all()
-        sizes = dict(
-            conn.execute(sa.text("SELECT study_id, COUNT(*) FROM trials GROUP BY study_id")).all()
-        )
+        counted = conn.execute(sa.text("SELECT study_id, COUNT(*) FROM trials GROUP BY study_id"))
+        sizes: dict[int, int] = {int(i): int(n) for i, n in counted.all()}
     return [
         StudyInfo(int(i), str(n), str(_json(d) or UNKNOWN_DATASET), int(sizes.get(i, 0)))
         for i, n, d in names
@@ -442,81 +479,216 @@ def _json(value: str | None) -> Any:
     return None if value is None else json.loads(value)
 
 
-def _sql_trials(storage: optuna.storages.RDBStorage, chosen: list[StudyInfo]) -> list[_Trial]:
+class TrialCache:
+    """Rows of finished trials by trial id, reused across :func:`leaderboard` calls.
+
+    A complete, pruned or failed trial never changes its state, value or epochs, so a live
+    dashboard only reads the new and the running trials on each refresh. An entry is checked
+    against the trial's study, number, state and completion time; the whole cache is dropped
+    every ``max_age_s`` seconds so that later edits of user attributes show up.
+    """
+
+    def __init__(self, max_age_s: float = 300.0) -> None:
+        self.max_age_s = max_age_s
+        self._rows: dict[int, tuple[tuple[Any, ...], _Trial]] = {}
+        self._born = time.monotonic()
+        self._lock = threading.Lock()
+
+    def get(self, trial_id: int, stamp: tuple[Any, ...]) -> _Trial | None:
+        """The cached trial if ``stamp`` (study, number, state, completion) still matches."""
+        if time.monotonic() - self._born > self.max_age_s:
+            with self._lock:
+                self._rows.clear()
+                self._born = time.monotonic()
+        hit = self._rows.get(trial_id)
+        if hit is None or hit[0] != stamp:
+            return None
+        return hit[1]
+
+    def put(self, trial_id: int, stamp: tuple[Any, ...], trial: _Trial) -> None:
+        """Remember a finished trial."""
+        with self._lock:
+            self._rows[trial_id] = (stamp, trial)
+
+
+_FINISHED = ("COMPLETE", "PRUNED", "FAIL")
+_CHUNK = 500
+
+
+def _ids_sql(ids: Iterable[int]) -> str:
+    return ", ".join(str(int(i)) for i in ids)
+
+
+def _sql_trials(
+    storage: optuna.storages.RDBStorage,
+    chosen: list[StudyInfo],
+    *,
+    params: bool = False,
+    cache: TrialCache | None = None,
+) -> list[_Trial]:
     if not chosen:
         return []
     names = {s.study_id: s.name for s in chosen}
-    ids = sa.bindparam("ids", list(names), expanding=True)
-    pivot = ", ".join(f"MAX(CASE WHEN ua.key = '{k}' THEN ua.value_json END)" for k in _ATTR_KEYS)
-    keys = ", ".join(f"'{k}'" for k in _ATTR_KEYS)
-    trials_sql = sa.text(
-        f"SELECT t.trial_id, t.study_id, t.number, t.state, t.datetime_start, "
-        f"t.datetime_complete, v.value, {pivot} FROM trials t "
-        "LEFT JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0 "
-        f"LEFT JOIN trial_user_attributes ua ON ua.trial_id = t.trial_id AND ua.key IN ({keys}) "
-        "WHERE t.study_id IN :ids GROUP BY t.trial_id, t.study_id, t.number, t.state, "
-        "t.datetime_start, t.datetime_complete, v.value"
-    ).bindparams(ids)
-    params_sql = sa.text(
-        "SELECT p.trial_id, p.param_name, p.param_value, p.distribution_json "
-        "FROM trial_params p JOIN trials t ON t.trial_id = p.trial_id "
-        "WHERE t.study_id IN :ids ORDER BY p.param_id"
-    ).bindparams(ids)
-    # Last reported epoch and epoch count, only where trial_row needs them: trials that are not
-    # complete (no value) or have no ``hpsearch:epochs``.
-    steps_sql = sa.text(
-        "SELECT m.trial_id, m.n, iv.intermediate_value FROM ("
-        " SELECT i.trial_id AS trial_id, COUNT(*) AS n, MAX(i.step) AS last_step"
-        " FROM trial_intermediate_values i WHERE i.trial_id IN ("
-        "  SELECT t.trial_id FROM trials t WHERE t.study_id IN :ids AND (t.state <> 'COMPLETE'"
-        "  OR NOT EXISTS (SELECT 1 FROM trial_user_attributes u WHERE u.trial_id = t.trial_id"
-        "  AND u.key = 'hpsearch:epochs')))"
-        " GROUP BY i.trial_id) m "
-        "JOIN trial_intermediate_values iv ON iv.trial_id = m.trial_id AND iv.step = m.last_step"
-    ).bindparams(ids)
+    # Study and trial ids are integers read from the database, so they are inlined: the same SQL
+    # runs on SQLite, PostgreSQL and MySQL without driver-specific parameter lists.
+    studies_in = _ids_sql(names)
     with storage.engine.connect() as conn:
-        trial_rows = conn.execute(trials_sql).all()
-        param_rows = conn.execute(params_sql).all()
-        step_rows = conn.execute(steps_sql).all()
-    params: dict[int, dict[str, Any]] = {}
+        base = conn.exec_driver_sql(
+            "SELECT t.trial_id, t.study_id, t.number, t.state, t.datetime_start, "
+            "t.datetime_complete, v.value FROM trials t "
+            "LEFT JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0 "
+            f"WHERE t.study_id IN ({studies_in})"
+        ).all()
+        out: list[_Trial] = []
+        by_id: dict[int, _Trial] = {}
+        todo = []
+        for trial_id, study_id, number, state, start, complete, value in base:
+            state = state.name if isinstance(state, TrialState) else str(state)
+            stamp = (study_id, number, state, str(complete))
+            hit = cache.get(trial_id, stamp) if cache is not None else None
+            if hit is not None:
+                by_id[trial_id] = _Trial(
+                    hit.study_id, _copy_row(hit.row), hit.started, hit.finished
+                )
+            else:
+                todo.append((trial_id, study_id, number, state, start, complete, value, stamp))
+        if todo:
+            ids = [t[0] for t in todo]
+            attrs = _fetch_attrs(conn, ids)
+            need_steps = [
+                t[0] for t in todo if t[3] != "COMPLETE" or "hpsearch:epochs" not in attrs[t[0]]
+            ]
+            steps = _fetch_steps(conn, need_steps)
+            for trial_id, study_id, number, state, start, complete, value, stamp in todo:
+                row = _sql_row(
+                    names[study_id], number, state, value, attrs[trial_id], steps.get(trial_id)
+                )
+                trial = _Trial(study_id, row, _utc(start), _utc(complete))
+                if cache is not None and state in _FINISHED:
+                    cache.put(trial_id, stamp, trial)
+                    trial = _Trial(study_id, _copy_row(row), trial.started, trial.finished)
+                by_id[trial_id] = trial
+        if params:
+            for trial_id, values in _fetch_params(conn, list(by_id)).items():
+                by_id[trial_id].row.params = values
+    out.extend(by_id[t[0]] for t in base)
+    return out
+
+
+def _fetch_attrs(conn: sa.Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The ``hpsearch:*`` columns of these trials: an index range scan, filtered here."""
+    wanted = set(ids)
+    keys = ", ".join(f"'{k}'" for k in _ATTR_KEYS)
+    attrs: dict[int, dict[str, Any]] = {i: {} for i in ids}
+    if len(ids) > 10 * _CHUNK:  # most of the study: one index range scan
+        parts = [f"trial_id BETWEEN {min(ids)} AND {max(ids)}"]
+    else:
+        parts = [
+            f"trial_id IN ({_ids_sql(ids[k : k + _CHUNK])})" for k in range(0, len(ids), _CHUNK)
+        ]
+    for where in parts:
+        rows = conn.exec_driver_sql(
+            f"SELECT trial_id, key, value_json FROM trial_user_attributes "
+            f"WHERE {where} AND key IN ({keys})"
+        ).all()
+        for trial_id, key, value in rows:
+            if trial_id in wanted and value is not None:
+                attrs[trial_id][key] = value
+    # One JSON parse per trial instead of one per attribute.
+    for trial_id, raw in attrs.items():
+        if raw:
+            decoded = json.loads("[" + ",".join(raw.values()) + "]")
+            attrs[trial_id] = {k: v for k, v in zip(raw, decoded) if v is not None}
+    return attrs
+
+
+def _fetch_steps(conn: sa.Connection, ids: list[int]) -> dict[int, tuple[int, float]]:
+    """Epoch count and last reported validation accuracy of these trials."""
+    out: dict[int, tuple[int, float]] = {}
+    for k in range(0, len(ids), _CHUNK):
+        chunk = _ids_sql(ids[k : k + _CHUNK])
+        rows = conn.exec_driver_sql(
+            "SELECT m.trial_id, m.n, iv.intermediate_value FROM ("
+            " SELECT trial_id, COUNT(*) AS n, MAX(step) AS last_step"
+            f" FROM trial_intermediate_values WHERE trial_id IN ({chunk}) GROUP BY trial_id) m "
+            "JOIN trial_intermediate_values iv "
+            "ON iv.trial_id = m.trial_id AND iv.step = m.last_step"
+        ).all()
+        for trial_id, n, value in rows:
+            out[trial_id] = (int(n), math.nan if value is None else float(value))
+    return out
+
+
+def _fetch_params(conn: sa.Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
+    """Parameters (external representation) of these trials."""
+    if not ids:
+        return {}
+    wanted = set(ids)
+    rows = conn.exec_driver_sql(
+        "SELECT trial_id, param_name, param_value, distribution_json FROM trial_params "
+        f"WHERE trial_id BETWEEN {min(ids)} AND {max(ids)} ORDER BY param_id"
+    ).all()
     dists: dict[str, optuna.distributions.BaseDistribution] = {}
-    for trial_id, name, value, dist_json in param_rows:
+    out: dict[int, dict[str, Any]] = {}
+    for trial_id, name, value, dist_json in rows:
+        if trial_id not in wanted:
+            continue
         dist = dists.get(dist_json)
         if dist is None:
             dist = dists[dist_json] = optuna.distributions.json_to_distribution(dist_json)
-        params.setdefault(trial_id, {})[name] = dist.to_external_repr(value)
-    steps = {
-        trial_id: (int(n), math.nan if v is None else float(v)) for trial_id, n, v in step_rows
-    }
-    out = []
-    for trial_id, study_id, number, state, start, complete, value, *raw in trial_rows:
-        attrs = {k: json.loads(v) for k, v in zip(_ATTR_KEYS, raw) if v is not None}
-        n_steps, last = steps.get(trial_id, (0, None))
-        state_name = state.name if isinstance(state, TrialState) else str(state)
-        val = value if state_name == "COMPLETE" else None
-        if val is None and n_steps:
-            val = last
-        wall = attrs.get("hpsearch:wall_time_s")
-        gpus = [g for g in str(attrs.get("hpsearch:gpu") or "").split(",") if g]
-        job = attrs.get("hpsearch:slurm_job_id")
-        if job and attrs.get("hpsearch:slurm_array_task_id") is not None:
-            job = f"{job}_{attrs['hpsearch:slurm_array_task_id']}"
-        row = Row(
-            kind="trial",
-            rank=None,
-            val_accuracy=val,
-            test_accuracy=attrs.get("hpsearch:test_accuracy"),
-            study=names[study_id],
-            trial=number,
-            state=state_name.lower(),
-            epochs=attrs.get("hpsearch:epochs") or (n_steps or None),
-            wall_minutes=None if wall is None else wall / 60.0,
-            gpu_minutes=None if wall is None or not gpus else wall * len(gpus) / 60.0,
-            n_params=attrs.get("hpsearch:n_params"),
-            config=attrs.get("hpsearch:config"),
-            params=params.get(trial_id, {}),
-            fail_reason=attrs.get("hpsearch:fail_reason"),
-            slurm_job=job,
-        )
-        out.append(_Trial(study_id, row, _utc(start), _utc(complete)))
+        out.setdefault(trial_id, {})[name] = dist.to_external_repr(value)
     return out
+
+
+def _sql_row(
+    study: str,
+    number: int,
+    state: str,
+    value: float | None,
+    attrs: dict[str, Any],
+    steps: tuple[int, float] | None,
+) -> Row:
+    """The same row as :func:`trial_row`, from the columns read by :func:`_sql_trials`."""
+    n_steps, last = steps or (0, None)
+    val = value if state == "COMPLETE" else None
+    if val is None and n_steps:
+        val = last
+    wall = attrs.get("hpsearch:wall_time_s")
+    gpus = [g for g in str(attrs.get("hpsearch:gpu") or "").split(",") if g]
+    job = attrs.get("hpsearch:slurm_job_id")
+    if job and attrs.get("hpsearch:slurm_array_task_id") is not None:
+        job = f"{job}_{attrs['hpsearch:slurm_array_task_id']}"
+    return Row(
+        kind="trial",
+        rank=None,
+        val_accuracy=val,
+        test_accuracy=attrs.get("hpsearch:test_accuracy"),
+        study=study,
+        trial=number,
+        state=state.lower(),
+        epochs=attrs.get("hpsearch:epochs") or (n_steps or None),
+        wall_minutes=None if wall is None else wall / 60.0,
+        gpu_minutes=None if wall is None or not gpus else wall * len(gpus) / 60.0,
+        n_params=attrs.get("hpsearch:n_params"),
+        config=attrs.get("hpsearch:config"),
+        fail_reason=attrs.get("hpsearch:fail_reason"),
+        slurm_job=job,
+    )
+
+
+def _copy_row(row: Row) -> Row:
+    new = object.__new__(Row)
+    new.__dict__.update(row.__dict__)
+    return new
+
+
+def _row_dict(row: Row) -> dict[str, Any]:
+    """``row.to_dict()`` without ``asdict``'s deep copies (20,000 rows per request)."""
+    d = dict(row.__dict__)
+    d["params"] = dict(row.params)
+    d["beats"] = list(row.beats)
+    for k in ("val_accuracy", "test_accuracy", "wall_minutes", "gpu_minutes"):
+        v = d[k]
+        if isinstance(v, float) and math.isnan(v):
+            d[k] = None
+    return d

@@ -69,7 +69,7 @@ def svg_history(
     key = "hours" if x == "time" else "n"
     xlabel = "hours since the first trial started" if x == "time" else "finished trials"
     points = [p for p in history if p.get(key) is not None]
-    left, right, top, bottom = 52, 250, 26, 40
+    left, right, top, bottom = 52, 250, 40, 40
     pw, ph = width - left - right, height - top - bottom
     title = f"Best so far over {'time' if x == 'time' else 'trials'}"
     parts = [
@@ -126,7 +126,7 @@ def svg_history(
         f"{xlabel}</text>"
     )
     # baselines: dashed lines with labels pushed apart on the right
-    labels = []
+    labels: list[list[Any]] = []
     for b in baselines:
         if not lo <= b["accuracy"] <= hi:
             continue
@@ -144,10 +144,18 @@ def svg_history(
     labels.sort(key=lambda item: item[0])
     for i in range(1, len(labels)):
         labels[i][0] = max(labels[i][0], labels[i - 1][0] + 11)
+    for i in range(len(labels) - 2, -1, -1):  # keep the block inside the plot height
+        limit = min(top + ph + bottom - 14, labels[i + 1][0] - 11)
+        labels[i][0] = min(labels[i][0], limit)
     for y, b, color, tip in labels:
+        line_y = sy(b["accuracy"])
+        parts.append(
+            f'<path d="M{left + pw},{line_y:.1f}L{left + pw + 4},{y:.1f}" stroke="{color}" '
+            'fill="none" stroke-width="0.8"/>'
+        )
         name = b["model"] if len(b["model"]) <= 30 else b["model"][:29] + "…"
         parts.append(
-            f'<text x="{left + pw + 6}" y="{y + 4:.1f}" fill="{color}">'
+            f'<text x="{left + pw + 7}" y="{y + 4:.1f}" fill="{color}">'
             f"<title>{tip}</title>{b['accuracy'] * 100:.2f} {html.escape(name)}"
             f"{' (val)' if b['metric'] == 'val' else ''}</text>"
         )
@@ -170,12 +178,13 @@ def svg_history(
                 f'stroke-width="2"><title>{name}</title></path>'
             )
     last = points[-1]
+    lx = left + 250
     parts.append(
-        f'<g font-size="11"><rect x="{left + 8}" y="{top + 8}" width="12" height="3" '
-        f'fill="{VAL_COLOR}"/><text x="{left + 24}" y="{top + 13}">best validation '
-        f"accuracy ({last['best_val_accuracy'] * 100:.2f}%)</text>"
-        f'<rect x="{left + 8}" y="{top + 22}" width="12" height="3" fill="{TEST_COLOR}"/>'
-        f'<text x="{left + 24}" y="{top + 27}">its test accuracy '
+        f'<g font-size="11"><rect x="{lx}" y="9" width="14" height="3" fill="{VAL_COLOR}"/>'
+        f'<text x="{lx + 18}" y="14">best validation accuracy '
+        f"({last['best_val_accuracy'] * 100:.2f}%)</text>"
+        f'<rect x="{lx}" y="24" width="14" height="3" fill="{TEST_COLOR}"/>'
+        f'<text x="{lx + 18}" y="29">test accuracy of that trial '
         f"({_pct(last['best_test_accuracy'])})</text></g>"
     )
     parts.append("</svg>")
@@ -292,6 +301,9 @@ _HEAD = (
 )  # fmt: skip
 
 
+_NUMERIC_COLUMNS = frozenset({0, 2, 3, 4, 5, 6, 7, 8, 9})
+
+
 def _cells(r: dict[str, Any]) -> list[str]:
     if r["kind"] == "baseline":
         acc = _pct(r["test_accuracy"])
@@ -340,11 +352,16 @@ def render_html(
             attrs = ""
             if i == 5 and r.get("beats"):
                 attrs = f' title="beats: {e("; ".join(r["beats"]))}"'
+            if i in _NUMERIC_COLUMNS:
+                attrs += ' class="num"'
             if i == 10:
                 attrs = ' class="config"'
             tds.append(f"<td{attrs}>{e(c)}</td>")
         trs.append(f'<tr class="{cls}">{"".join(tds)}</tr>')
-    head = "".join(f"<th>{e(h)}</th>" for h in _HEAD)
+    head = "".join(
+        ('<th class="num">' if i in _NUMERIC_COLUMNS else "<th>") + f"{e(h)}</th>"
+        for i, h in enumerate(_HEAD)
+    )
     counts = board["counts"]
     summary = " · ".join(f"{k} {v}" for k, v in counts.items() if v)
     best_html = "<p>No complete trial yet.</p>"

@@ -63,10 +63,17 @@ def preemption_signals() -> Iterator[None]:
 
 
 def default_worker_index() -> int:
-    """Array task id (and restart count) under Slurm, ``$HPSEARCH_WORKER_INDEX`` elsewhere."""
+    """Array task id (+ restart count, worker slot) under Slurm, else ``$HPSEARCH_WORKER_INDEX``.
+
+    ``$HPSEARCH_WORKER_SLOT`` numbers the ``--workers-per-gpu`` workers of one array task.
+    """
     env = os.environ
     if "SLURM_ARRAY_TASK_ID" in env:
-        return int(env["SLURM_ARRAY_TASK_ID"]) + 1000 * int(env.get("SLURM_RESTART_COUNT", 0))
+        return (
+            int(env["SLURM_ARRAY_TASK_ID"])
+            + 1000 * int(env.get("SLURM_RESTART_COUNT", 0))
+            + 1_000_000 * int(env.get("HPSEARCH_WORKER_SLOT", 0))
+        )
     return int(env.get("HPSEARCH_WORKER_INDEX", 0))
 
 

@@ -34,13 +34,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("slurm") and "slurm_cluster" not in item.fixturenames:
+            item.fixturenames.insert(0, "slurm_cluster")  # type: ignore[attr-defined]
     if config.getoption("--all"):
         return
     for item in items:
         marks = [m for m in HEAVY_MARKERS if item.get_closest_marker(m)]
         if marks:
             item.add_marker(
-                pytest.mark.skip(reason=f"{'/'.join(marks)} test: run `pytest --all` or `make test`")
+                pytest.mark.skip(
+                    reason=f"{'/'.join(marks)} test: run `pytest --all` or `make test`"
+                )
             )
 
 
@@ -121,12 +126,47 @@ def mysql_url() -> Iterator[str]:
     engine.dispose()
 
 
+SLURM_RECIPE = Path(__file__).resolve().parent / "slurm" / "slurm-single-node.sh"
+SLURM_CONF = "/var/tmp/slurm-single-node/etc/slurm.conf"
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator[None]:
+    """A real single-node Slurm (tests/slurm/slurm-single-node.sh: 8 CPUs, 4 fake GPUs).
+
+    Started for the session (seconds when already installed), stopped after it.
+    """
+    if os.geteuid() != 0:
+        pytest.skip("slurm tests need root (apt-get install, munged, slurmd)")
+    if not (shutil.which("slurmctld") or shutil.which("apt-get")):
+        pytest.skip("slurm tests need Debian's apt-get or an installed slurm-wlm")
+    result = subprocess.run(
+        ["bash", str(SLURM_RECIPE), "start"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "SLURM_CPUS": "8"},
+    )
+    if result.returncode != 0:
+        pytest.fail("slurm recipe failed to start:\n" + (result.stdout + result.stderr)[-3000:])
+    previous = os.environ.get("SLURM_CONF")
+    os.environ["SLURM_CONF"] = SLURM_CONF
+    yield
+    subprocess.run(["bash", str(SLURM_RECIPE), "stop"], capture_output=True, timeout=120)
+    if previous is None:
+        os.environ.pop("SLURM_CONF", None)
+    else:
+        os.environ["SLURM_CONF"] = previous
+
+
 @pytest.fixture(scope="session")
 def fashion_mnist_available() -> None:
     """Skip (with the fix) when the real Fashion-MNIST files are not on this machine."""
     from hpsearch.data import candidate_dirs
 
-    if not any((d / "train-images-idx3-ubyte.gz").exists() for d in candidate_dirs("fashion_mnist")):
+    if not any(
+        (d / "train-images-idx3-ubyte.gz").exists() for d in candidate_dirs("fashion_mnist")
+    ):
         pytest.skip("Fashion-MNIST files not found: run `make install` (dataset-fashion-mnist)")
 
 

@@ -1,0 +1,186 @@
+"""Assemble BENCHMARKS.md from the results files the benchmark scripts write.
+
+Each benchmark writes ``benchmarks/results/<name>.md`` (full mode) or ``<name>_quick.md``
+(``--quick``); this script puts the sections together, full results first and quick ones only
+where no full result exists (clearly labelled), so re-running a benchmark and then this script
+updates the document.
+
+    .venv/bin/python benchmarks/make_report.py            # writes BENCHMARKS.md
+    .venv/bin/python benchmarks/make_report.py --check    # exit 1 if BENCHMARKS.md is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import _common
+
+OUTPUT = _common.REPO_ROOT / "BENCHMARKS.md"
+LINK_PREFIX = "benchmarks/results/"
+
+# (results name, title, full command, what to say when nothing has been run)
+SECTIONS = (
+    (
+        "overhead",
+        "overhead",
+        ".venv/bin/python benchmarks/overhead.py",
+        "not run yet",
+    ),
+    (
+        "search",
+        "search (CPU setting)",
+        ".venv/bin/python benchmarks/search.py",
+        "not run yet",
+    ),
+    (
+        "search_gpu",
+        "search (GPU setting)",
+        ".venv/bin/python benchmarks/search.py --setting gpu",
+        "not run: no machine with a GPU was available. No GPU numbers are claimed.",
+    ),
+    (
+        "storage",
+        "storage",
+        ".venv/bin/python benchmarks/storage.py",
+        "not run yet",
+    ),
+    (
+        "gpu",
+        "gpu",
+        ".venv/bin/python benchmarks/gpu.py",
+        "not run: no machine with a GPU was available (on a machine without one the script "
+        "prints `RESULT gpu=skipped` and exits 0). No GPU numbers are claimed.",
+    ),
+    (
+        "dashboard",
+        "dashboard",
+        ".venv/bin/python benchmarks/dashboard.py --quick",
+        "not run yet",
+    ),
+)
+
+INTRO = """# Benchmarks
+
+hpsearch measured against plain Keras, KerasTuner and plain Optuna. Every section below is
+written by its script in `benchmarks/` (results in `benchmarks/results/<name>.{md,json}`) and
+assembled by `benchmarks/make_report.py`; to update a section, re-run its script and then
+`.venv/bin/python benchmarks/make_report.py`. Every script has a `--quick` mode (≤ 5 min on a
+2-core machine) that ends with a `RESULT name=value` line; quick results appear here only
+where no full run exists, and are labelled as such. Results from a GPU are labelled as GPU
+results; CPU runs never claim GPU numbers.
+
+Caveat: the numbers from the development machine (2 cores, shared with other jobs while they
+were measured) are noisy; timing ratios within a few percent, and accuracy differences
+smaller than the standard deviations, are not significant.
+"""
+
+
+def _load(name: str) -> tuple[str, dict[str, Any], bool] | None:
+    """(markdown, json, is_quick) of a result, preferring the full run."""
+    for candidate, quick in ((name, False), (f"{name}_quick", True)):
+        md = _common.RESULTS_DIR / f"{candidate}.md"
+        if md.exists():
+            js = _common.RESULTS_DIR / f"{candidate}.json"
+            data = json.loads(js.read_text(encoding="utf-8")) if js.exists() else {}
+            return md.read_text(encoding="utf-8"), data, quick
+    return None
+
+
+def _relink(markdown: str) -> str:
+    """Point relative image/file links of a results file at ``benchmarks/results/``."""
+    return re.sub(
+        r"(!?\[[^\]]*\]\()(?![a-z]+://|/|#|benchmarks/)([^)]+\))", rf"\1{LINK_PREFIX}\2", markdown
+    )
+
+
+def _demote(markdown: str) -> str:
+    """Turn a section that starts at ``#`` into one that starts at ``##`` (code untouched)."""
+    if not markdown.startswith("# "):
+        return markdown
+    lines, fenced = [], False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        lines.append("#" + line if not fenced and line.startswith("#") else line)
+    return "\n".join(lines)
+
+
+def _key_figure(name: str, data: dict[str, Any]) -> str:
+    try:
+        if name == "overhead":
+            return f"time ratio {data['summary']['median_ratio']:.3f} (target ≤ 1.03)"
+        if name.startswith("search"):
+            s = data["summary"]
+            parts = [f"{m} {v['best_val'][0]:.4f}" for m, v in s.items()]
+            return "mean best val acc: " + ", ".join(parts)
+        if name == "storage":
+            rows = [r for res in data["results"].values() for r in res.get("rows", [])]
+            worst = max(rows, key=lambda r: r["p99_ms"])
+            return (
+                f"{len(rows)} cells; worst p99 {worst['p99_ms']:.0f} ms "
+                f"({worst['backend']}, {worst['workers']} workers)"
+            )
+        if name == "gpu":
+            best = max(data["trials_per_hour"], key=lambda t: t["trials_per_hour"])
+            return f"best {best['trials_per_hour']:.0f} trials/h ({best['workers']} workers/GPU)"
+    except (KeyError, ValueError, TypeError):
+        pass
+    return "see section"
+
+
+def build() -> str:
+    """The text of BENCHMARKS.md."""
+    overview = []
+    sections = []
+    for name, title, command, missing in SECTIONS:
+        found = _load(name)
+        if found is None:
+            overview.append((title, "–", missing.split(":")[0].split(".")[0]))
+            sections.append(f"## {title}\n\nFull mode: `{command}`. Status: {missing}\n")
+            continue
+        markdown, data, quick = found
+        status = "quick mode only" if quick else "full"
+        overview.append((title, status, _key_figure(name, data)))
+        note = ""
+        if quick:
+            note = (
+                f"> **Quick (smoke) mode only.** These are the `--quick` settings, not the "
+                f"benchmark itself; the full mode is `{command}`.\n\n"
+            )
+        body = _demote(_relink(markdown).strip())
+        if note and body.startswith("## "):
+            first, _, rest = body.partition("\n")
+            body = f"{first}\n\n{note}{rest.lstrip()}"
+        elif note:
+            body = f"## {title}\n\n{note}{body}"
+        sections.append(body + "\n")
+    text = INTRO + "\n## Overview\n\n"
+    text += _common.table(["benchmark", "results", "key figure"], overview)
+    return text + "\n" + "\n".join(sections)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if BENCHMARKS.md is stale")
+    parser.add_argument("--output", type=Path, default=OUTPUT, help="defaults to BENCHMARKS.md")
+    args = parser.parse_args(argv)
+    text = build()
+    if args.check:
+        current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
+        stale = current != text
+        print(f"{args.output}: {'stale' if stale else 'up to date'}", file=sys.stderr)
+        _common.result_line("report_up_to_date", str(not stale).lower())
+        return 1 if stale else 0
+    args.output.write_text(text, encoding="utf-8")
+    print(f"wrote {args.output}", file=sys.stderr)
+    _common.result_line("report_sections", len(SECTIONS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Overhead of an hpsearch trial versus plain ``model.fit`` on the same data and configuration.
+
+Both sides train the warm-start CNN of ``studies/fashion_mnist_quick.toml`` with the same seed,
+data split, batch size and epochs, in this one process, interleaved (the order flips every
+repeat), after one untimed warm-up run of each:
+
+- plain: ``build_model`` + ``compile_model`` + ``model.fit(validation_data=...)`` +
+  ``model.evaluate(test)`` (hpsearch evaluates completed trials on the test set too);
+- hpsearch: ``run_worker(n_trials=1)`` on a fresh study (SQLite file by default): storage,
+  sampler, the Optuna pruning callback (Hyperband), a checkpoint after every epoch, heartbeats.
+
+    .venv/bin/python benchmarks/overhead.py --quick    # ≈ 1-2 min
+    .venv/bin/python benchmarks/overhead.py            # full: ≈ 6-8 min on 2 cores
+
+The last line is ``RESULT overhead_ratio=<median of hpsearch/plain per repeat>`` (target ≤ 1.03).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import _common
+import tomllib
+
+STUDY_FILE = _common.REPO_ROOT / "studies" / "fashion_mnist_quick.toml"
+TARGET = 1.03
+
+
+def _spec_dict(name: str, train_subset: int, epochs: int) -> dict[str, Any]:
+    raw = tomllib.loads(STUDY_FILE.read_text(encoding="utf-8"))
+    raw["name"] = name
+    raw["data"]["train_subset"] = train_subset
+    raw["budget"] = {"n_trials": 1, "max_epochs": epochs}
+    return raw
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, ≈ 1-2 minutes")
+    parser.add_argument("--repeats", type=int, help="timed pairs (default 3 quick, 7 full)")
+    parser.add_argument("--train-subset", type=int, help="training images (2000 / 12000)")
+    parser.add_argument("--epochs", type=int, help="epochs per run (2 quick / 3 full)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
+    parser.add_argument("--storage", help="storage URL (default: an SQLite file in a tmp folder)")
+    args = parser.parse_args(argv)
+    repeats = args.repeats or (3 if args.quick else 7)
+    subset = args.train_subset or (2000 if args.quick else 12000)
+    epochs = args.epochs or (2 if args.quick else 3)
+
+    from hpsearch.local import thread_env
+
+    os.environ.update(thread_env(args.threads))
+    tmp = tempfile.TemporaryDirectory(prefix="hpsearch-overhead-")
+    os.environ["HPSEARCH_RUNS_DIR"] = tmp.name
+    logging.basicConfig(level=logging.WARNING)
+
+    import keras
+    import optuna
+    import tomli_w
+
+    from hpsearch.data import load_splits
+    from hpsearch.model import build_model, compile_model
+    from hpsearch.space import config_from_params
+    from hpsearch.spec import spec_from_dict
+    from hpsearch.study import launch_study
+    from hpsearch.worker import run_worker
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = args.storage or f"sqlite:///{Path(tmp.name) / 'overhead.db'}"
+    base = spec_from_dict(_spec_dict("overhead", subset, epochs))
+    config = config_from_params(base, base.warm_start[0])
+    seed = base.sampler.seed or 0  # hpsearch seeds trial n with sampler.seed + n
+    splits = load_splits(base.data)  # cached: both sides use the same arrays
+
+    def plain() -> float:
+        gc.collect()  # both sides start without garbage from the previous run
+        t0 = time.perf_counter()
+        keras.utils.set_random_seed(seed)
+        model = build_model(config.model, splits.input_shape, splits.n_classes, seed)
+        compile_model(model, config.train)
+        model.fit(
+            splits.x_train,
+            splits.y_train,
+            batch_size=config.train.batch_size,
+            epochs=epochs,
+            validation_data=(splits.x_val, splits.y_val),
+            verbose=0,
+        )
+        model.evaluate(splits.x_test, splits.y_test, batch_size=512, verbose=0)
+        return time.perf_counter() - t0
+
+    run_id = 0
+
+    def hpsearch() -> float:
+        nonlocal run_id
+        run_id += 1
+        raw = _spec_dict(f"overhead_{run_id}", subset, epochs)
+        launch_study(spec_from_dict(raw), tomli_w.dumps(raw), url)  # once per study: untimed
+        gc.collect()
+        t0 = time.perf_counter()
+        result = run_worker(f"overhead_{run_id}", url, n_trials=1, worker_index=0)
+        elapsed = time.perf_counter() - t0
+        if result.trials_run != 1:
+            raise RuntimeError(f"the hpsearch trial did not run: {result}")
+        return elapsed
+
+    started = time.perf_counter()
+    print(f"[overhead] warm-up ({config.summary()})", file=sys.stderr, flush=True)
+    plain()
+    hpsearch()
+    pairs = []
+    for i in range(repeats):
+        order = (("plain", plain), ("hpsearch", hpsearch))
+        times = dict((name, fn()) for name, fn in (order if i % 2 == 0 else order[::-1]))
+        pairs.append(times)
+        print(
+            f"[overhead] repeat {i + 1}/{repeats}: plain {times['plain']:.2f} s, "
+            f"hpsearch {times['hpsearch']:.2f} s, ratio {times['hpsearch'] / times['plain']:.3f}",
+            file=sys.stderr,
+            flush=True,
+        )
+    ratios = [p["hpsearch"] / p["plain"] for p in pairs]
+    plain_t = [p["plain"] for p in pairs]
+    hp_t = [p["hpsearch"] for p in pairs]
+    ratio = statistics.median(ratios)
+    summary = {
+        "median_ratio": ratio,
+        "ratio_of_medians": statistics.median(hp_t) / statistics.median(plain_t),
+        "ratio_of_minimums": min(hp_t) / min(plain_t),
+        "plain_median_s": statistics.median(plain_t),
+        "hpsearch_median_s": statistics.median(hp_t),
+        "extra_s_per_epoch": (statistics.median(hp_t) - statistics.median(plain_t)) / epochs,
+        "target": TARGET,
+    }
+    meta = _common.meta(
+        time.perf_counter() - started,
+        mode="quick" if args.quick else "full",
+        repeats=repeats,
+        train_subset=subset,
+        epochs=epochs,
+        threads=args.threads,
+        storage=url.split(":", 1)[0],
+        config=config.summary(),
+    )
+    md = _common.header("overhead: hpsearch trial vs plain model.fit", meta)
+    md += (
+        f"\nConfiguration: `{config.summary()}`, {subset} training images (Fashion-MNIST, "
+        f"split of `studies/fashion_mnist_quick.toml`), {epochs} epochs, {args.threads} CPU "
+        f"threads, storage {meta['storage']}, {repeats} interleaved repeats after a warm-up. "
+        "Plain = build + compile + fit(validation_data) + evaluate(test). "
+        "hpsearch = `run_worker(n_trials=1)` on a fresh study (storage, sampler, pruning "
+        "callback, a checkpoint per epoch, heartbeats, test evaluation).\n\n"
+    )
+    md += _common.table(
+        ["repeat", "plain s", "hpsearch s", "ratio"],
+        [
+            (i + 1, f"{p['plain']:.2f}", f"{p['hpsearch']:.2f}", f"{r:.3f}")
+            for i, (p, r) in enumerate(zip(pairs, ratios, strict=True))
+        ],
+    )
+    verdict = "meets" if ratio <= TARGET else "misses"
+    md += (
+        f"\n**Time ratio hpsearch / plain: {ratio:.3f}** (median of the per-repeat ratios; "
+        f"ratio of medians {summary['ratio_of_medians']:.3f}, of minimums "
+        f"{summary['ratio_of_minimums']:.3f}); extra time per epoch "
+        f"{summary['extra_s_per_epoch']:.2f} s. This {verdict} the target of ≤ {TARGET}.\n"
+    )
+    _common.write_results(
+        "overhead_quick" if args.quick else "overhead",
+        md,
+        {"meta": meta, "summary": summary, "pairs": pairs},
+    )
+    tmp.cleanup()
+    _common.result_line("overhead_ratio", f"{ratio:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

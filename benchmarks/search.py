@@ -1,0 +1,751 @@
+"""Search quality at equal wall-clock budget: hpsearch vs KerasTuner, plain Optuna and random.
+
+Every method gets the same Fashion-MNIST split (``hpsearch.data.load_splits`` of one
+``DataSpec``), the same search space (that of ``studies/fashion_mnist_quick.toml``, translated by
+hand into KerasTuner's ``hp`` and into a plain Optuna objective; the translation is checked
+against hpsearch's own sampling before every run), the same model code
+(``hpsearch.model.build_model``), the same epoch cap, the same CPU thread count and the same
+wall-clock budget. Methods run one at a time, each in a fresh process, in an order that rotates
+with the seed; the clock starts after imports and data loading, and at the budget the process
+stops itself (SIGTERM: hpsearch re-queues its trial in flight, the others just stop).
+
+- ``hpsearch``: ``run_worker`` with the study file's defaults (warm start, multivariate TPE with
+  constant liar, Hyperband pruner, checkpoints, test evaluation of every completed trial).
+- ``kerastuner``: ``keras_tuner.Hyperband`` (``max_epochs`` = the cap, factor 3).
+- ``optuna``: a hand-written Optuna script: ``TPESampler(seed)``, ``HyperbandPruner`` and
+  ``optuna_integration.KerasPruningCallback``.
+- ``random``: the same script with ``RandomSampler`` and no pruning.
+
+A method's result over time is the best final-epoch validation accuracy among the trials that
+trained to the end of their schedule (Optuna: COMPLETE; KerasTuner: every finished trial), and
+its test accuracy is that of the trial selected on validation (for the baselines the model's
+weights are kept in memory and tested after the budget, so only hpsearch pays for test
+evaluation inside its budget).
+
+    .venv/bin/python benchmarks/search.py --quick          # 1 seed × 4 methods × 45 s ≈ 4 min
+    .venv/bin/python benchmarks/search.py                  # CPU: 3 seeds × 4 × 120 s ≈ 27 min
+    .venv/bin/python benchmarks/search.py --setting gpu    # GPU: full data, 3 × 4 × 30 min
+
+The last line is ``RESULT search_hpsearch_minus_best_other_val=<difference of mean best val>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import _common
+import tomllib
+
+STUDY_FILE = _common.REPO_ROOT / "studies" / "fashion_mnist_quick.toml"
+METHODS = ("hpsearch", "kerastuner", "optuna", "random")
+SETTINGS: dict[str, dict[str, Any]] = {
+    "quick": {"train_subset": 2000, "max_epochs": 3, "budget_s": 45, "seeds": 1, "target": 0.80},
+    "cpu": {"train_subset": 6000, "max_epochs": 6, "budget_s": 120, "seeds": 3, "target": 0.86},
+    "gpu": {"train_subset": None, "max_epochs": 20, "budget_s": 1800, "seeds": 3, "target": 0.92},
+}
+
+
+class BudgetExhausted(BaseException):  # noqa: N818 - control flow, like KeyboardInterrupt
+    """Raised in the main thread when the wall-clock budget is over."""
+
+
+# --------------------------------------------------------------------------------------------
+# The search space, by hand (what a user writes for Optuna and for KerasTuner)
+# --------------------------------------------------------------------------------------------
+
+
+def optuna_space(trial: Any) -> Any:
+    """``fashion_mnist_quick``'s search space written by hand with ``trial.suggest_*``."""
+    from hpsearch.model import ModelConfig, TrainConfig, TrialConfig
+
+    n_blocks = trial.suggest_int("conv.n_blocks", 1, 2)
+    base = trial.suggest_categorical("conv.filters_base", [16, 32])
+    batch_norm = trial.suggest_categorical("conv.batch_norm", [False, True])
+    conv_dropout = trial.suggest_float("conv.dropout", 0.0, 0.4)
+    units = trial.suggest_categorical("dense.units", [64, 128])
+    dense_dropout = trial.suggest_float("dense.dropout", 0.0, 0.5)
+    activation = trial.suggest_categorical("activation", ["relu", "gelu"])
+    optimizer = trial.suggest_categorical("optimizer.name", ["adam", "sgd", "rmsprop"])
+    lr = trial.suggest_float("optimizer.lr", 3e-4, 3e-2, log=True)
+    momentum = nesterov = None
+    if optimizer == "sgd":
+        momentum = trial.suggest_float("optimizer.sgd.momentum", 0.8, 0.95)
+        nesterov = trial.suggest_categorical("optimizer.sgd.nesterov", [False, True])
+    batch_size = trial.suggest_categorical("training.batch_size", [64, 128])
+    return _config(
+        ModelConfig,
+        TrainConfig,
+        TrialConfig,
+        n_blocks,
+        base,
+        batch_norm,
+        conv_dropout,
+        units,
+        dense_dropout,
+        activation,
+        optimizer,
+        lr,
+        momentum,
+        nesterov,
+        batch_size,
+    )
+
+
+def kerastuner_space(hp: Any) -> Any:
+    """The same space with KerasTuner's ``hp`` (SGD's parameters in a conditional scope)."""
+    from hpsearch.model import ModelConfig, TrainConfig, TrialConfig
+
+    n_blocks = hp.Int("conv.n_blocks", 1, 2)
+    base = hp.Choice("conv.filters_base", [16, 32])
+    batch_norm = hp.Boolean("conv.batch_norm")
+    conv_dropout = hp.Float("conv.dropout", 0.0, 0.4)
+    units = hp.Choice("dense.units", [64, 128])
+    dense_dropout = hp.Float("dense.dropout", 0.0, 0.5)
+    activation = hp.Choice("activation", ["relu", "gelu"])
+    optimizer = hp.Choice("optimizer.name", ["adam", "sgd", "rmsprop"])
+    lr = hp.Float("optimizer.lr", 3e-4, 3e-2, sampling="log")
+    with hp.conditional_scope("optimizer.name", ["sgd"]):
+        momentum = hp.Float("optimizer.sgd.momentum", 0.8, 0.95)
+        nesterov = hp.Boolean("optimizer.sgd.nesterov")
+    if optimizer != "sgd":
+        momentum = nesterov = None
+    batch_size = hp.Choice("training.batch_size", [64, 128])
+    return _config(
+        ModelConfig,
+        TrainConfig,
+        TrialConfig,
+        n_blocks,
+        base,
+        batch_norm,
+        conv_dropout,
+        units,
+        dense_dropout,
+        activation,
+        optimizer,
+        lr,
+        momentum,
+        nesterov,
+        batch_size,
+    )
+
+
+def _config(
+    model_cls: Any, train_cls: Any, trial_cls: Any, n_blocks: int, base: int, *rest: Any
+) -> Any:
+    batch_norm, conv_dropout, units, dense_dropout, activation = rest[:5]
+    optimizer, lr, momentum, nesterov, batch_size = rest[5:]
+    model = model_cls(
+        conv_filters=tuple((int(base) * 2**b,) for b in range(int(n_blocks))),
+        kernel_size=3,
+        padding="same",
+        batch_norm=bool(batch_norm),
+        pooling="max",
+        conv_dropout=float(conv_dropout),
+        dense_units=(int(units),),
+        dense_dropout=float(dense_dropout),
+        activation=str(activation),
+    )
+    train = train_cls(
+        optimizer=str(optimizer),
+        lr=float(lr),
+        weight_decay=0.0,
+        batch_size=int(batch_size),
+        momentum=None if momentum is None else float(momentum),
+        nesterov=None if nesterov is None else bool(nesterov),
+    )
+    return trial_cls(model=model, train=train)
+
+
+def check_same_space(spec: Any, n: int = 40) -> None:
+    """Raise if the hand-written spaces differ from hpsearch's sampling of ``spec``."""
+    import keras_tuner as kt
+    import optuna
+
+    from hpsearch.space import sample_config
+
+    def normalized(cfg: Any) -> Any:
+        # hpsearch fills the fixed sub-parameters (rmsprop rho, adam beta_1) that Keras
+        # defaults to anyway; compare what reaches make_optimizer.
+        t = cfg.train
+        train = {**t.__dict__, "rho": None, "beta_1": None}
+        if t.optimizer == "rmsprop" and not t.momentum:
+            train["momentum"] = None
+        return cfg.model, train
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    hand = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    dists: dict[str, Any] = {}
+    hand_dists: dict[str, Any] = {}
+    for _ in range(n):
+        trial = study.ask()
+        ours = sample_config(trial, spec.search)
+        dists.update(trial.distributions)
+        if normalized(optuna_space(optuna.trial.FixedTrial(trial.params))) != normalized(ours):
+            raise AssertionError(f"optuna_space differs from hpsearch for {trial.params}")
+        hp = kt.HyperParameters()
+        for key, value in trial.params.items():
+            hp.Fixed(key, value)
+        if normalized(kerastuner_space(hp)) != normalized(ours):
+            raise AssertionError(f"kerastuner_space differs from hpsearch for {trial.params}")
+        other = hand.ask()
+        optuna_space(other)
+        hand_dists.update(other.distributions)
+    if dists != hand_dists:
+        raise AssertionError(f"distributions differ: {dists} vs {hand_dists}")
+
+
+# --------------------------------------------------------------------------------------------
+# One method, one seed (runs in a child process)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Best:
+    """The best selectable model so far (weights kept in memory, tested after the budget)."""
+
+    val: float = -math.inf
+    config: Any = None
+    weights: Any = None
+
+    def offer(self, val: float, config: Any, model: Any) -> None:
+        if val > self.val:
+            self.val, self.config, self.weights = val, config, model.get_weights()
+
+    def test_accuracy(self, splits: Any) -> float | None:
+        if self.weights is None:
+            return None
+        from hpsearch.model import build_model, compile_model
+
+        model = build_model(self.config.model, splits.input_shape, splits.n_classes)
+        compile_model(model, self.config.train)
+        model.set_weights(self.weights)
+        return float(model.evaluate(splits.x_test, splits.y_test, batch_size=512, verbose=0)[1])
+
+
+def _spec_dict(name: str, setting: dict[str, Any], seed: int) -> dict[str, Any]:
+    raw = tomllib.loads(STUDY_FILE.read_text(encoding="utf-8"))
+    raw["name"] = name
+    if setting["train_subset"] is None:
+        raw["data"].pop("train_subset", None)
+    else:
+        raw["data"]["train_subset"] = setting["train_subset"]
+    raw["budget"] = {"n_trials": 100000, "max_epochs": setting["max_epochs"]}
+    raw["sampler"]["seed"] = seed
+    return raw
+
+
+def run_hpsearch(spec_raw: dict[str, Any], splits: Any, clock: _Clock) -> dict[str, Any]:
+    import tomli_w
+    from optuna.trial import TrialState
+
+    from hpsearch.spec import spec_from_dict
+    from hpsearch.study import launch_study
+    from hpsearch.worker import run_worker
+
+    url = f"sqlite:///{Path(os.environ['HPSEARCH_RUNS_DIR']) / 'search.db'}"
+    launched = launch_study(spec_from_dict(spec_raw), tomli_w.dumps(spec_raw), url)
+    start = datetime.now()
+    clock.start()
+    try:
+        run_worker(spec_raw["name"], url, worker_index=0)
+    except (BudgetExhausted, KeyboardInterrupt):
+        pass
+    clock.stop()
+    trials = launched.study.get_trials(deepcopy=False)
+    events = [
+        {
+            "t": (t.datetime_complete - start).total_seconds(),
+            "val": t.value,
+            "test": t.user_attrs.get("hpsearch:test_accuracy"),
+            "trial": t.number,
+        }
+        for t in trials
+        if t.state == TrialState.COMPLETE and t.datetime_complete is not None
+    ]
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    return {"events": sorted(events, key=lambda e: e["t"]), "counts": counts}
+
+
+def run_optuna(
+    splits: Any, max_epochs: int, seed: int, clock: _Clock, random: bool
+) -> dict[str, Any]:
+    """The plain Optuna script a user would write (TPE + Hyperband, or random search)."""
+    import keras
+    import optuna
+    from optuna_integration import KerasPruningCallback
+
+    from hpsearch.model import build_model, compile_model
+
+    best, events = _Best(), []
+
+    def objective(trial: optuna.Trial) -> float:
+        config = optuna_space(trial)
+        keras.utils.set_random_seed(seed + trial.number)
+        model = build_model(config.model, splits.input_shape, splits.n_classes)
+        compile_model(model, config.train)
+        history = model.fit(
+            splits.x_train,
+            splits.y_train,
+            batch_size=config.train.batch_size,
+            epochs=max_epochs,
+            validation_data=(splits.x_val, splits.y_val),
+            callbacks=[] if random else [KerasPruningCallback(trial, "val_accuracy")],
+            verbose=0,
+        )
+        val = float(history.history["val_accuracy"][-1])
+        events.append({"t": clock.elapsed(), "val": val, "trial": trial.number})
+        best.offer(val, config, model)
+        return val
+
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.RandomSampler(seed=seed)
+        if random
+        else optuna.samplers.TPESampler(seed=seed),
+        pruner=optuna.pruners.NopPruner()
+        if random
+        else optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs),
+    )
+    clock.start()
+    try:
+        study.optimize(objective)
+    except BudgetExhausted:
+        pass
+    clock.stop()
+    return _finish(events, best, splits, study)
+
+
+def run_kerastuner(
+    splits: Any, max_epochs: int, seed: int, clock: _Clock, folder: Path
+) -> dict[str, Any]:
+    import keras
+    import keras_tuner as kt
+
+    from hpsearch.model import build_model, compile_model
+
+    best, events = _Best(), []
+
+    class Model(kt.HyperModel):  # type: ignore[misc]
+        def build(self, hp: Any) -> Any:
+            config = kerastuner_space(hp)
+            model = build_model(config.model, splits.input_shape, splits.n_classes)
+            compile_model(model, config.train)
+            return model
+
+        def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
+            config = kerastuner_space(hp)
+            history = model.fit(*args, batch_size=config.train.batch_size, **kwargs)
+            val = float(history.history["val_accuracy"][-1])
+            events.append({"t": clock.elapsed(), "val": val, "epochs": kwargs.get("epochs")})
+            best.offer(val, config, model)
+            return history
+
+    class Hyperband(kt.Hyperband):  # type: ignore[misc]
+        def _configure_tensorboard_dir(self, *args: Any, **kwargs: Any) -> None:
+            """No TensorBoard callback here; skip KerasTuner's import of tensorboard."""
+
+    keras.utils.set_random_seed(seed)
+    tuner = Hyperband(
+        Model(),
+        objective="val_accuracy",
+        max_epochs=max_epochs,
+        factor=3,
+        hyperband_iterations=10**6,  # the wall-clock budget stops the search
+        seed=seed,
+        directory=str(folder),
+        project_name="kt",
+        overwrite=True,
+    )
+    clock.start()
+    try:
+        tuner.search(
+            splits.x_train,
+            splits.y_train,
+            validation_data=(splits.x_val, splits.y_val),
+            verbose=0,
+        )
+    except BudgetExhausted:
+        pass
+    clock.stop()
+    n = len(tuner.oracle.trials)
+    return _finish(events, best, splits, None, {"trials": n, "complete": len(events)})
+
+
+def _finish(
+    events: list[dict[str, Any]],
+    best: _Best,
+    splits: Any,
+    study: Any,
+    counts: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    if study is not None:
+        from optuna.trial import TrialState
+
+        trials = study.get_trials(deepcopy=False)
+        counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    test = best.test_accuracy(splits)
+    for e in events:
+        e["test"] = test if e["val"] == best.val else None
+    return {"events": events, "counts": counts or {}}
+
+
+class _Clock:
+    """Wall clock of one run; sends SIGTERM to this process when the budget is over."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s
+        self.t0 = 0.0
+        self.t_end: float | None = None
+        self._timer: threading.Timer | None = None
+
+    def start(self) -> None:
+        self.t0 = time.monotonic()
+        self._timer = threading.Timer(self.budget_s, os.kill, (os.getpid(), signal.SIGTERM))
+        self._timer.daemon = True
+        self._timer.start()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.t_end = self.elapsed()
+
+
+def child(method: str, seed: int, setting_name: str, out: Path) -> None:
+    """Run one method for one seed within the budget and write its events to ``out``."""
+    setting = SETTINGS[setting_name]
+
+    def on_term(signum: int, frame: Any) -> None:
+        raise BudgetExhausted()
+
+    signal.signal(signal.SIGTERM, on_term)
+    import keras
+    import optuna
+
+    from hpsearch.data import load_splits
+    from hpsearch.spec import spec_from_dict
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec_raw = _spec_dict(f"bench_{method}_{seed}", setting, seed)
+    spec = spec_from_dict(spec_raw)
+    check_same_space(spec)
+    splits = load_splits(spec.data)
+    clock = _Clock(setting["budget_s"])
+    max_epochs = setting["max_epochs"]
+    runners: dict[str, Callable[[], dict[str, Any]]] = {
+        "hpsearch": lambda: run_hpsearch(spec_raw, splits, clock),
+        "kerastuner": lambda: run_kerastuner(
+            splits, max_epochs, seed, clock, Path(os.environ["HPSEARCH_RUNS_DIR"]) / "kt"
+        ),
+        "optuna": lambda: run_optuna(splits, max_epochs, seed, clock, random=False),
+        "random": lambda: run_optuna(splits, max_epochs, seed, clock, random=True),
+    }
+    result = runners[method]()
+    result.update(
+        method=method,
+        seed=seed,
+        ran_s=clock.t_end,
+        backend=keras.backend.backend(),
+        n_train=len(splits.x_train),
+        n_val=len(splits.x_val),
+    )
+    out.write_text(json.dumps(result, default=float))
+
+
+# --------------------------------------------------------------------------------------------
+# The parent: run everything, aggregate, write results
+# --------------------------------------------------------------------------------------------
+
+
+def summarize(runs: list[dict[str, Any]], budget_s: float, target: float) -> dict[str, Any]:
+    """Per method: best val and its test accuracy at the budget, time to target, trials."""
+    out: dict[str, Any] = {}
+    for method in METHODS:
+        mine = [r for r in runs if r["method"] == method]
+        if not mine:
+            continue
+        vals, tests, times, n_complete = [], [], [], []
+        for r in mine:
+            events = [e for e in r["events"] if e["t"] <= budget_s and e["val"] is not None]
+            n_complete.append(len(events))
+            if events:
+                top = max(events, key=lambda e: e["val"])
+                vals.append(top["val"])
+                if top.get("test") is not None:
+                    tests.append(top["test"])
+            hit = [e["t"] for e in events if e["val"] >= target]
+            times.append(min(hit) if hit else None)
+        reached = [t for t in times if t is not None]
+        out[method] = {
+            "best_val": _common.mean_std(vals),
+            "test_of_selected": _common.mean_std(tests),
+            "time_to_target_s": _common.mean_std(reached),
+            "reached": len(reached),
+            "runs": len(mine),
+            "complete_trials": _common.mean_std(n_complete),
+            "per_seed_best_val": vals,
+            "per_seed_time_to_target_s": times,
+        }
+    return out
+
+
+def plot(
+    runs: list[dict[str, Any]], budget_s: float, target: float, path: Path, title: str
+) -> None:
+    """Best-so-far validation accuracy over time per method and seed, with the baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from hpsearch.baselines import for_dataset, load_baselines
+
+    fig, ax = plt.subplots(figsize=(10, 6))
+    colors = dict(zip(METHODS, ("tab:red", "tab:blue", "tab:green", "tab:gray"), strict=True))
+    lows = []
+    for method in METHODS:
+        for i, r in enumerate(x for x in runs if x["method"] == method):
+            xs, ys, best = [], [], -1.0
+            for e in sorted(r["events"], key=lambda e: e["t"]):
+                if e["val"] is not None and e["t"] <= budget_s and e["val"] > best:
+                    best = e["val"]
+                    xs.append(e["t"])
+                    ys.append(best)
+            if not xs:
+                continue
+            lows.append(ys[0])
+            ax.step(
+                [*xs, budget_s],
+                [*ys, ys[-1]],
+                where="post",
+                color=colors[method],
+                alpha=0.8,
+                label=method if i == 0 else None,
+            )
+    baselines = for_dataset(load_baselines(), "fashion_mnist")
+    clusters: list[list[Any]] = []  # baselines closer than 0.006 share one label
+    for b in baselines:
+        ax.axhline(
+            b.accuracy, color="black", lw=0.7, ls=":" if b.metric == "test" else "--", alpha=0.5
+        )
+        if clusters and clusters[-1][-1].accuracy - b.accuracy < 0.006:
+            clusters[-1].append(b)
+        else:
+            clusters.append([b])
+    for group in clusters:
+        text = (
+            f" {group[0].model[:34]} ({group[0].metric} {group[0].accuracy:.3f})"
+            if len(group) == 1
+            else f" {len(group)} baselines {group[-1].accuracy:.3f}–{group[0].accuracy:.3f}"
+        )
+        y = sum(b.accuracy for b in group) / len(group)
+        ax.text(budget_s, y, text, fontsize=7, va="center")
+    ax.axhline(target, color="tab:orange", lw=1, label=f"target {target}")
+    ax.set_xlim(0, budget_s)
+    ax.set_ylim(min(lows, default=0.7) - 0.02, max(b.accuracy for b in baselines) + 0.01)
+    ax.set_xlabel("wall-clock seconds since the search started")
+    ax.set_ylabel("best validation accuracy so far (baselines: dotted test, dashed val)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _fmt(ms: tuple[float, float], digits: int = 4) -> str:
+    mean, std = ms
+    return "–" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the quick setting (≈ 4 min)")
+    parser.add_argument("--setting", choices=sorted(SETTINGS), help="cpu (default) or gpu")
+    parser.add_argument("--seeds", type=int, help="number of seeds (default: the setting's)")
+    parser.add_argument("--budget-s", type=float, help="wall-clock budget per method and seed")
+    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    setting_name = "quick" if args.quick else (args.setting or "cpu")
+    if args.budget_s:
+        SETTINGS[setting_name]["budget_s"] = args.budget_s
+    if args.child:
+        child(args.child, args.seed, setting_name, args.out)
+        return 0
+
+    setting = dict(SETTINGS[setting_name])
+    gpus = _common.gpus()
+    if setting_name == "gpu" and not gpus:
+        print(
+            "search: the gpu setting needs an NVIDIA GPU (nvidia-smi lists none)", file=sys.stderr
+        )
+        return 2
+    seeds = list(range(args.seeds or setting["seeds"]))
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    from hpsearch.local import thread_env
+
+    started = time.perf_counter()
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="hpsearch-search-") as tmp:
+        for i, seed in enumerate(seeds):
+            order = methods[i % len(methods) :] + methods[: i % len(methods)]
+            for method in order:
+                folder = Path(tmp) / f"{method}_{seed}"
+                folder.mkdir()
+                out = folder / "result.json"
+                env = {
+                    **os.environ,
+                    **thread_env(args.threads),
+                    "HPSEARCH_RUNS_DIR": str(folder),
+                    "TF_CPP_MIN_LOG_LEVEL": "2",
+                    "PYTHONUNBUFFERED": "1",
+                }
+                if not gpus:
+                    env["CUDA_VISIBLE_DEVICES"] = ""
+                cmd = [sys.executable, __file__, "--child", method, "--seed", str(seed)]
+                cmd += ["--out", str(out), "--budget-s", str(setting["budget_s"])]
+                cmd += ["--quick"] if setting_name == "quick" else ["--setting", setting_name]
+                t0 = time.perf_counter()
+                with open(folder / "log.txt", "wb") as log:
+                    proc = subprocess.run(
+                        cmd,
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        timeout=setting["budget_s"] + 900,
+                    )
+                if proc.returncode != 0 or not out.exists():
+                    tail = (folder / "log.txt").read_text(errors="replace")[-3000:]
+                    print(f"search: {method} seed {seed} failed:\n{tail}", file=sys.stderr)
+                    return 1
+                run = json.loads(out.read_text())
+                runs.append(run)
+                best = max((e["val"] for e in run["events"]), default=float("nan"))
+                print(
+                    f"[search] seed {seed} {method:10s}: {len(run['events'])} complete trials, "
+                    f"best val {best:.4f} ({time.perf_counter() - t0:.0f} s with start-up)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    summary = summarize(runs, setting["budget_s"], setting["target"])
+    device = f"GPU ({', '.join(gpus)})" if gpus else f"CPU ({args.threads} threads)"
+    meta = _common.meta(
+        time.perf_counter() - started,
+        mode=setting_name,
+        setting=setting,
+        seeds=seeds,
+        methods=methods,
+        threads=args.threads,
+        device=device,
+        n_train=runs[0]["n_train"],
+        n_val=runs[0]["n_val"],
+        backend=runs[0]["backend"],
+    )
+    name = {"quick": "search_quick", "cpu": "search", "gpu": "search_gpu"}[setting_name]
+    png = _common.RESULTS_DIR / f"{name}.png"
+    _common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    label = {"quick": "quick (smoke) setting", "cpu": "CPU setting", "gpu": "GPU setting"}
+    plot(
+        runs,
+        setting["budget_s"],
+        setting["target"],
+        png,
+        f"Fashion-MNIST, {label[setting_name]} on {device}\n{runs[0]['n_train']} training "
+        f"images, ≤ {setting['max_epochs']} epochs, {setting['budget_s']:.0f} s per method, "
+        f"{len(seeds)} seed(s)",
+    )
+    md = _common.header(f"search: equal-budget comparison, {label[setting_name]}", meta)
+    md += (
+        f"\nDevice: **{device}**, Keras backend {runs[0]['backend']}. Data: Fashion-MNIST, "
+        f"{runs[0]['n_train']} training / {runs[0]['n_val']} validation images (split of "
+        f"`studies/fashion_mnist_quick.toml`), official test set. Space: that of "
+        f"`fashion_mnist_quick.toml`; ≤ {setting['max_epochs']} epochs per trial; "
+        f"budget {setting['budget_s']:.0f} s wall clock per method and seed; seeds {seeds}; "
+        f"methods run one at a time, order rotated per seed. Target validation accuracy "
+        f"{setting['target']}.\n\n"
+    )
+    rows = []
+    for method, s in summary.items():
+        reached = f"{s['reached']}/{s['runs']}"
+        rows.append(
+            (
+                method,
+                _fmt(s["best_val"]),
+                _fmt(s["test_of_selected"]),
+                f"{_fmt(s['time_to_target_s'], 0)} s ({reached})"
+                if s["reached"]
+                else f"not reached ({reached})",
+                _fmt(s["complete_trials"], 1),
+            )
+        )
+    md += _common.table(
+        [
+            "method",
+            "best val acc at budget",
+            "test acc of selected",
+            "time to target (seeds reached)",
+            "complete trials",
+        ],
+        rows,
+    )
+    md += f"\n![best validation accuracy over time]({png.name})\n"
+    verdict, gap = _verdict(summary)
+    md += f"\n{verdict}\n"
+    _common.write_results(name, md, {"meta": meta, "summary": summary, "runs": runs})
+    _common.result_line("search_hpsearch_minus_best_other_val", f"{gap:+.4f}")
+    return 0
+
+
+def _verdict(summary: dict[str, Any]) -> tuple[str, float]:
+    if "hpsearch" not in summary or len(summary) < 2:
+        return "(hpsearch or every other method missing: no comparison)", float("nan")
+    ours = summary["hpsearch"]["best_val"][0]
+    others = {m: s["best_val"][0] for m, s in summary.items() if m != "hpsearch"}
+    best_other = max(others, key=lambda m: others[m])
+    gap = ours - others[best_other]
+
+    def median_time(s: dict[str, Any]) -> float:
+        times = sorted(math.inf if t is None else t for t in s["per_seed_time_to_target_s"])
+        return times[len(times) // 2]
+
+    t_ours = median_time(summary["hpsearch"])
+    t_others = min(median_time(s) for m, s in summary.items() if m != "hpsearch")
+    better = "at least as good as" if gap >= 0 else "worse than"
+    faster = (
+        "faster to the target than"
+        if t_ours < t_others
+        else ("as fast to the target as" if t_ours == t_others else "slower to the target than")
+    )
+    text = (
+        f"**Verdict:** at equal budget hpsearch's mean best validation accuracy is {better} the "
+        f"best other method ({best_other}, difference {gap:+.4f}), and by median time it is "
+        f"{faster} the fastest other method. With few seeds and a busy machine, differences "
+        "smaller than the standard deviations are noise."
+    )
+    return text, gap
+
+
+if __name__ == "__main__":
+    sys.exit(main())

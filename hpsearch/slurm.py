@@ -1,0 +1,636 @@
+"""Slurm job arrays: render ``slurm_array/`` templates, submit, watch and cancel a study's jobs.
+
+Every array task runs ``hpsearch worker --study NAME`` (``--workers-per-gpu`` of them on one
+GPU); workers take trials from the study database until the budget is reached, so surplus tasks
+end within seconds. The job script traps Slurm's pre-termination signal (``--signal=B:USR1@S``),
+forwards it to the workers (each re-queues its trial in flight), waits for them and requeues
+its own task, which then resumes the trial from its last epoch's checkpoint.
+
+Site profiles (``slurm_array/<name>.toml``: partition, GPU request syntax, account, modules,
+container) give the defaults; command-line flags override them. Storage URLs in job scripts
+never carry a password: jobs authenticate with ``~/.pgpass`` or ``$HPSEARCH_DB_PASSWORD``.
+
+Example:
+    >>> from hpsearch.slurm import SubmitOptions, render_script, submit_script
+    >>> job = render_script("smoke", "postgresql://me@db/hp", SubmitOptions("0-31%8"))
+    >>> submit_script(job).job_id  # doctest: +SKIP
+    '123456'
+"""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from hpsearch.env import runs_dir
+from hpsearch.errors import SubmissionError
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_PROFILE = "generic"
+JOB_NAME_PREFIX = "hpsearch-"
+_ARRAY_ITEM = r"\d+(?:-\d+(?::\d+)?)?"
+_ARRAY_RE = re.compile(rf"^({_ARRAY_ITEM}(?:,{_ARRAY_ITEM})*)(?:%(\d+))?$")
+_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d{1,2}):(\d{2}):(\d{2})$")
+_MEM_RE = re.compile(r"^\d+[KMGT]?$", re.IGNORECASE)
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # as in spec.py
+_PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+_SQUEUE_TIMEOUT_S = 10
+
+
+class Profile(BaseModel):
+    """A site profile (``slurm_array/<name>.toml``); every field can be overridden by a flag."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    description: str = ""
+    template: str = "array.sbatch"
+    partition: str = ""
+    account: str = ""
+    account_required: bool = False
+    gpus_per_task: int = Field(1, ge=0)
+    gpu_request: str = "--gres=gpu:{gpus}"
+    workers_per_gpu: int = Field(1, ge=1)
+    cpus_per_task: int = Field(4, ge=1)
+    mem: str = "16G"
+    time: str = "04:00:00"
+    signal_seconds: int = Field(300, ge=0, le=65535)
+    setup: list[str] = []
+    modules: list[str] = []
+    container: str = ""
+    container_cmd: str = "singularity exec --nv"
+    hpsearch_cmd: str = ""
+    sbatch_extra: list[str] = []
+    env: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class SubmitOptions:
+    """What ``hpsearch submit`` was asked for; ``None`` means "the profile's value".
+
+    Args:
+        array: Slurm array indices with an optional ``%`` throttle, e.g. ``0-31%8``.
+        profile: Name of a ``slurm_array/<name>.toml`` profile, or a path to one. Defaults to
+            ``$HPSEARCH_SLURM_PROFILE``, else ``generic``.
+    """
+
+    array: str
+    profile: str | None = None
+    partition: str | None = None
+    account: str | None = None
+    gpus_per_task: int | None = None
+    workers_per_gpu: int | None = None
+    cpus_per_task: int | None = None
+    mem: str | None = None
+    time: str | None = None
+    container: str | None = None
+    signal_seconds: int | None = None
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """A parsed ``--array`` value."""
+
+    text: str
+    indices: tuple[int, ...]
+    throttle: int | None
+
+
+@dataclass(frozen=True)
+class RenderedJob:
+    """A job script ready to submit, and what it was made from."""
+
+    study: str
+    script: str
+    profile_name: str
+    settings: Profile
+    array: ArraySpec
+    storage_url: str
+    workdir: Path
+    runs_dir: Path
+    timestamp: str
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A submitted array job."""
+
+    job_id: str
+    script_path: Path
+    log_dir: Path
+
+
+@dataclass(frozen=True)
+class ArrayJob:
+    """One of a study's jobs in the queue, with its tasks by state."""
+
+    job_id: str
+    tasks: dict[str, list[str]]
+
+    def describe(self) -> str:
+        """``123: 2 running, 6 pending``."""
+        parts = [f"{len(ids)} {state.lower()}" for state, ids in sorted(self.tasks.items())]
+        return f"{self.job_id}: {', '.join(parts)}"
+
+
+def templates_dir() -> Path:
+    """``$HPSEARCH_SLURM_DIR``, else ``./slurm_array``, else the one next to the package."""
+    env = os.environ.get("HPSEARCH_SLURM_DIR")
+    if env:
+        return Path(env)
+    here = Path("slurm_array")
+    if here.is_dir():
+        return here.resolve()
+    return Path(__file__).resolve().parent.parent / "slurm_array"
+
+
+def available_profiles() -> list[str]:
+    """Names of the profiles in :func:`templates_dir`."""
+    return sorted(p.stem for p in templates_dir().glob("*.toml"))
+
+
+def load_profile(name: str | None = None) -> tuple[str, Profile]:
+    """Load a site profile by name (``slurm_array/<name>.toml``) or path.
+
+    Raises:
+        SubmissionError: If the profile does not exist or has an invalid key.
+    """
+    name = name or os.environ.get("HPSEARCH_SLURM_PROFILE") or DEFAULT_PROFILE
+    path = Path(name) if name.endswith(".toml") else templates_dir() / f"{name}.toml"
+    if not path.is_file():
+        choices = ", ".join(available_profiles()) or f"none in {templates_dir()}"
+        raise SubmissionError(
+            f"unknown Slurm profile. Received: --profile {name}. Valid choices: {choices} "
+            "(or a path to a .toml file). Example: --profile bridges2"
+        )
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return path.stem, Profile.model_validate(raw)
+    except tomllib.TOMLDecodeError as e:
+        raise SubmissionError(f"{path}: not valid TOML: {e}") from e
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(part) for part in first["loc"])
+        raise SubmissionError(
+            f"{path}: `{loc}`: {first['msg']}. Received: {first.get('input')!r}. "
+            f"Valid keys: {', '.join(Profile.model_fields)}"
+        ) from e
+
+
+def parse_array(text: str) -> ArraySpec:
+    """Parse Slurm ``--array`` syntax: ``0-31%8``, ``0-9:2``, ``1,3,5``, ``0-3,8%2``.
+
+    Raises:
+        SubmissionError: If ``text`` is not valid array syntax.
+    """
+    example = "Example: --array 0-31%8 (tasks 0..31, at most 8 at once)"
+    match = _ARRAY_RE.match(text.strip())
+    if not match:
+        raise SubmissionError(
+            f"`--array` is not Slurm array syntax. Received: {text!r}. {example}"
+        )
+    indices: list[int] = []
+    for item in match.group(1).split(","):
+        bounds, _, step = item.partition(":")
+        low, _, high = bounds.partition("-")
+        lo, hi = int(low), int(high or low)
+        if hi < lo or (step and int(step) < 1):
+            raise SubmissionError(
+                f"`--array` range {item!r} is empty. Received: {text!r}. {example}"
+            )
+        indices.extend(range(lo, hi + 1, int(step or 1)))
+    throttle = None if match.group(2) is None else int(match.group(2))
+    if throttle == 0:
+        raise SubmissionError(f"`--array` throttle %0 runs no task. Received: {text!r}. {example}")
+    return ArraySpec(text.strip(), tuple(sorted(set(indices))), throttle)
+
+
+def time_seconds(text: str) -> int:
+    """Seconds in a Slurm time limit ``HH:MM:SS`` or ``D-HH:MM:SS``.
+
+    Raises:
+        SubmissionError: For any other format.
+    """
+    match = _TIME_RE.match(text.strip())
+    if not match:
+        raise SubmissionError(
+            f"`--time` must be HH:MM:SS or D-HH:MM:SS. Received: {text!r}. "
+            "Example: --time 08:00:00"
+        )
+    days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def script_storage_url(url: str) -> tuple[str, list[str]]:
+    """The storage URL to write into a job script: never with a password.
+
+    A password in the URL is removed when the jobs can authenticate without it
+    (``$HPSEARCH_DB_PASSWORD`` is set, which sbatch passes on to the jobs, or a ``~/.pgpass``
+    file exists for PostgreSQL); otherwise the submission is refused.
+
+    Returns:
+        The URL without password, and notes for the user.
+    Raises:
+        SubmissionError: If the URL has a password and the jobs would have no other way in.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from hpsearch.storage import mask_url
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as e:
+        raise SubmissionError(
+            f"`--storage` is not a database URL. Received: {mask_url(url)!r}. "
+            "Example: --storage postgresql://me@db.example.org/hpsearch"
+        ) from e
+    if parsed.drivername.startswith("sqlite"):
+        database = parsed.database or ""
+        if database and database != ":memory:" and not os.path.isabs(database):
+            # Jobs `cd` to the submit directory, but an absolute path survives edits.
+            parsed = parsed.set(database=os.path.abspath(database))
+        notes = [
+            "SQLite storage: all tasks must share one filesystem and a few concurrent workers "
+            "at most; use PostgreSQL for real arrays"
+        ]
+        return parsed.render_as_string(hide_password=False), notes
+    if parsed.password is None:
+        return parsed.render_as_string(hide_password=False), []
+    pgpass = Path(os.environ.get("PGPASSFILE", Path.home() / ".pgpass"))
+    has_pgpass = parsed.drivername.startswith("postgresql") and pgpass.is_file()
+    if not (os.environ.get("HPSEARCH_DB_PASSWORD") or has_pgpass):
+        raise SubmissionError(
+            f"the storage URL carries a password, which must not go into a job script. "
+            f"Received: {mask_url(url)}. Put it in ~/.pgpass (PostgreSQL) or export "
+            "HPSEARCH_DB_PASSWORD, and drop it from the URL. Example: "
+            "--storage postgresql://me@db.example.org/hpsearch"
+        )
+    source = "$HPSEARCH_DB_PASSWORD" if os.environ.get("HPSEARCH_DB_PASSWORD") else str(pgpass)
+    clean = parsed._replace(password=None).render_as_string(hide_password=False)  # set() keeps it
+    return clean, [f"password removed from the storage URL in the job script; jobs use {source}"]
+
+
+def _merge(profile: Profile, options: SubmitOptions) -> Profile:
+    overrides = {
+        key: value
+        for key, value in vars(options).items()
+        if key not in ("array", "profile") and value is not None
+    }
+    try:
+        return Profile.model_validate({**profile.model_dump(), **overrides})
+    except ValidationError as e:
+        first = e.errors()[0]
+        flag = "--" + str(first["loc"][0]).replace("_", "-")
+        raise SubmissionError(
+            f"`{flag}` {first['msg']}. Received: {first.get('input')!r}. Example: {flag} 1"
+        ) from e
+
+
+def _validate(settings: Profile, profile_name: str) -> None:
+    if not settings.partition.strip():
+        raise SubmissionError(
+            f"no partition: profile {profile_name!r} sets none and --partition was not given. "
+            "Received: partition=''. Example: --partition gpu (`sinfo -s` lists them)"
+        )
+    if settings.account_required and not settings.account.strip():
+        raise SubmissionError(
+            f"profile {profile_name!r} requires an account (allocation) to charge. "
+            "Received: account=''. Example: --account abc123"
+        )
+    if settings.mem and not _MEM_RE.match(settings.mem):
+        raise SubmissionError(
+            f"`--mem` must be a number with an optional K/M/G/T unit. Received: {settings.mem!r}. "
+            "Example: --mem 16G"
+        )
+    limit = time_seconds(settings.time)
+    if settings.signal_seconds >= limit:
+        raise SubmissionError(
+            f"`--time` must be longer than the pre-termination signal ({settings.signal_seconds} "
+            f"s before the limit). Received: --time {settings.time}. Example: --time 08:00:00"
+        )
+    if "{gpus}" not in settings.gpu_request:
+        raise SubmissionError(
+            f"profile {profile_name!r}: `gpu_request` must contain {{gpus}}. "
+            f'Received: {settings.gpu_request!r}. Example: gpu_request = "--gpus={{gpus}}"'
+        )
+    image = settings.container
+    if image.endswith(".sif") and not Path(image).is_file():
+        raise SubmissionError(
+            f"`--container` image not found. Received: {image!r}. "
+            "Example: --container /ocean/containers/ngc/tensorflow/<tag>.sif"
+        )
+
+
+def _sbatch_resources(settings: Profile) -> str:
+    lines = []
+    if settings.account:
+        lines.append(f"--account={settings.account}")
+    lines += ["--nodes=1", "--ntasks=1", f"--cpus-per-task={settings.cpus_per_task}"]
+    if settings.mem:
+        lines.append(f"--mem={settings.mem}")
+    if settings.gpus_per_task > 0:
+        lines.append(settings.gpu_request.format(gpus=settings.gpus_per_task))
+    return "\n".join(f"#SBATCH {line}" for line in lines)
+
+
+def _hpsearch_cmd(settings: Profile) -> str:
+    if settings.hpsearch_cmd:
+        return settings.hpsearch_cmd
+    if settings.container:
+        return "python3 -m hpsearch"  # the container's Python; see docs/cluster.md
+    return f"{shlex.quote(sys.executable)} -m hpsearch"
+
+
+def _exports(env: Mapping[str, str]) -> str:
+    return "\n".join(f"export {key}={shlex.quote(value)}" for key, value in env.items())
+
+
+def _fill(template: str, values: Mapping[str, str], source: Path) -> str:
+    out = []
+    for line in template.splitlines():
+        whole = _PLACEHOLDER.fullmatch(line.strip())
+        if whole and whole.group(1) in values and not values[whole.group(1)]:
+            continue  # an empty optional block leaves no blank line
+        out.append(line)
+
+    def value(match: re.Match[str]) -> str:
+        key = match.group(1)
+        if key not in values:
+            raise SubmissionError(
+                f"{source}: unknown placeholder {{{{ {key} }}}}. "
+                f"Valid names: {', '.join(sorted(values))}"
+            )
+        return values[key]
+
+    return _PLACEHOLDER.sub(value, "\n".join(out)) + "\n"
+
+
+def render_script(
+    study: str,
+    storage_url: str | None,
+    options: SubmitOptions,
+    *,
+    check_study: bool = True,
+    workdir: Path | None = None,
+    timestamp: str | None = None,
+) -> RenderedJob:
+    """Validate everything and render the array job script for ``study``.
+
+    Nothing is written or submitted. Precedence: flags (``options``) > profile > defaults.
+
+    Args:
+        study: Name of a launched study.
+        storage_url: Its storage URL; defaults to ``$HPSEARCH_STORAGE``, else SQLite.
+        options: The array and the flags that override the profile.
+        check_study: Load the study first, so a missing study fails here, not in every task.
+        workdir: Directory the tasks ``cd`` to. Defaults to the current directory.
+        timestamp: Written into the script. Defaults to now.
+    Raises:
+        SubmissionError: For a bad array, profile, option or password in the URL.
+        StorageError: If the storage cannot be opened or has no such study.
+    """
+    from hpsearch.local import thread_env
+    from hpsearch.storage import resolve_url
+
+    if not _NAME_RE.match(study):
+        raise SubmissionError(
+            f"study name must be letters, digits, `_`, `.` or `-`. Received: {study!r}. "
+            "Example: fashion_mnist"
+        )
+    array = parse_array(options.array)
+    profile_name, profile = load_profile(options.profile)
+    settings = _merge(profile, options)
+    _validate(settings, profile_name)
+    url, notes = script_storage_url(resolve_url(storage_url))
+    if check_study:
+        from hpsearch.study import load_study
+
+        _, spec = load_study(study, resolve_url(storage_url), heartbeat=False)
+        if len(array.indices) > spec.budget.n_trials:
+            notes.append(
+                f"{len(array.indices)} tasks for a budget of {spec.budget.n_trials} trials: "
+                "surplus tasks exit within seconds"
+            )
+    template_path = Path(settings.template)
+    if not template_path.is_absolute():
+        template_path = templates_dir() / template_path
+    if not template_path.is_file():
+        raise SubmissionError(
+            f"profile {profile_name!r}: template not found. Received: template = "
+            f'{settings.template!r}. Example: template = "array.sbatch" (in {templates_dir()})'
+        )
+    workdir = (workdir or Path.cwd()).resolve()
+    runs = runs_dir()
+    runs = runs if runs.is_absolute() else workdir / runs
+    timestamp = timestamp or datetime.now().astimezone().isoformat(timespec="seconds")
+    k = settings.workers_per_gpu
+    launcher = ""
+    if settings.container:
+        launcher = f"{settings.container_cmd} {shlex.quote(settings.container)} "
+    setup = list(settings.setup) + [f"module load {m}" for m in settings.modules]
+    values = {
+        "study": study,
+        "profile": profile_name,
+        "timestamp": timestamp,
+        "job_name": JOB_NAME_PREFIX + study,
+        "array": array.text,
+        "partition": settings.partition,
+        "sbatch_resources": _sbatch_resources(settings),
+        "time": settings.time,
+        "signal_seconds": str(settings.signal_seconds),
+        "log_dir": str(runs / study / "logs"),
+        "sbatch_extra": "\n".join(f"#SBATCH {line}" for line in settings.sbatch_extra),
+        "workdir": shlex.quote(str(workdir)),
+        "setup": "\n".join(setup),
+        "storage": shlex.quote(url),
+        "runs_dir": shlex.quote(str(runs)),
+        "mem_fraction": f"{0.9 / k:.3g}",
+        "thread_env": _exports(thread_env(max(1, settings.cpus_per_task // k))),
+        "env": _exports(settings.env),
+        "workers_per_gpu": str(k),
+        "launcher": launcher,
+        "hpsearch_cmd": _hpsearch_cmd(settings),
+    }
+    script = _fill(template_path.read_text(encoding="utf-8"), values, template_path)
+    return RenderedJob(
+        study, script, profile_name, settings, array, url, workdir, runs, timestamp, notes
+    )
+
+
+def submit_script(job: RenderedJob, *, sbatch: str = "sbatch") -> Submitted:
+    """Write ``runs/<study>/sbatch/<timestamp>.sbatch`` and submit it with ``sbatch``.
+
+    Raises:
+        SubmissionError: If sbatch is missing, fails (its message is quoted) or prints no job id.
+
+    Note:
+        sbatch passes the submitting shell's environment on to the jobs (``--export=ALL``),
+        so ``$HPSEARCH_DB_PASSWORD`` reaches them without being written anywhere.
+    """
+    exe = shutil.which(sbatch)
+    if exe is None:
+        raise SubmissionError(
+            f"`{sbatch}` not found on PATH: run `hpsearch submit` on a Slurm login node "
+            "(or add --dry-run to only print the script)"
+        )
+    log_dir = job.runs_dir / job.study / "logs"
+    script_dir = job.runs_dir / job.study / "sbatch"
+    log_dir.mkdir(parents=True, exist_ok=True)  # Slurm does not create the --output folder
+    script_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = script_dir / f"{stamp}.sbatch"
+    n = 1
+    while path.exists():
+        n += 1
+        path = script_dir / f"{stamp}-{n}.sbatch"
+    path.write_text(job.script, encoding="utf-8")
+    env = dict(os.environ)
+    if "HPSEARCH_STORAGE" in env:
+        env["HPSEARCH_STORAGE"] = job.storage_url  # no password in the job's environment
+    try:
+        result = subprocess.run(
+            [exe, "--parsable", str(path)],
+            cwd=job.workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise SubmissionError(f"sbatch did not answer within 120 s (script: {path})") from e
+    output = (result.stdout + result.stderr).strip()
+    if result.returncode != 0:
+        raise SubmissionError(
+            f"sbatch refused the job (exit {result.returncode}): {_one_line(output)!r}. "
+            f"Script: {path}"
+        )
+    job_id = result.stdout.strip().splitlines()[-1].split(";")[0] if result.stdout.strip() else ""
+    if not job_id.isdigit():
+        raise SubmissionError(
+            f"sbatch printed no job id. Received: {_one_line(output)!r}. Script: {path}"
+        )
+    _logger.info("submitted array job %s for study %s (%s)", job_id, job.study, path)
+    return Submitted(job_id, path, log_dir)
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    return " ".join(text.split())[:limit]
+
+
+def _squeue(name: str) -> list[ArrayJob]:
+    """The queued/running jobs named ``hpsearch-<name>`` of this user, by array job."""
+    result = subprocess.run(
+        [
+            "squeue",
+            f"--user={getpass.getuser()}",  # (--me needs Slurm >= 20.11)
+            "--array",
+            "--noheader",
+            f"--name={JOB_NAME_PREFIX}{name}",
+            "--format=%F|%K|%T",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=_SQUEUE_TIMEOUT_S,
+    )
+    if result.returncode != 0:
+        raise SubmissionError(
+            f"squeue failed (exit {result.returncode}): "
+            f"{_one_line(result.stderr or result.stdout)!r}"
+        )
+    jobs: dict[str, dict[str, list[str]]] = {}
+    for line in result.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 3:
+            continue
+        job_id, task, state = parts
+        jobs.setdefault(job_id, {}).setdefault(state, []).append(task)
+    return [ArrayJob(job_id, tasks) for job_id, tasks in sorted(jobs.items())]
+
+
+def status_for_study(name: str) -> dict[str, Any]:
+    """The study's Slurm jobs for ``hpsearch status`` (``{}`` where squeue is not installed).
+
+    Returns:
+        ``slurm_jobs``: one line such as ``123: 2 running, 6 pending``; ``slurm_arrays``:
+        the same as a list of ``{"job_id", "tasks": {state: [task ids]}}``.
+    """
+    if shutil.which("squeue") is None:
+        return {}
+    try:
+        jobs = _squeue(name)
+    except (SubmissionError, OSError, subprocess.TimeoutExpired) as e:
+        _logger.warning("cannot list Slurm jobs: %s", e)
+        return {"slurm_jobs": f"squeue failed: {e}", "slurm_arrays": []}
+    line = "; ".join(j.describe() for j in jobs) or f"no jobs named {JOB_NAME_PREFIX}{name}"
+    return {
+        "slurm_jobs": line,
+        "slurm_arrays": [{"job_id": j.job_id, "tasks": j.tasks} for j in jobs],
+    }
+
+
+def cancel_study(name: str) -> list[ArrayJob]:
+    """Cancel this user's jobs named ``hpsearch-<name>`` (all their array tasks).
+
+    Running workers get SIGTERM: each re-queues its trial in flight, which a later submission
+    resumes from its checkpoint.
+
+    Returns:
+        The jobs that were cancelled, with their tasks by state before cancelling.
+    Raises:
+        SubmissionError: If squeue/scancel are missing or fail.
+    """
+    for tool in ("squeue", "scancel"):
+        if shutil.which(tool) is None:
+            raise SubmissionError(f"`{tool}` not found on PATH: run this on a Slurm login node")
+    jobs = _squeue(name)
+    if not jobs:
+        return []
+    result = subprocess.run(
+        ["scancel", *(j.job_id for j in jobs)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise SubmissionError(
+            f"scancel failed (exit {result.returncode}): "
+            f"{_one_line(result.stderr or result.stdout)!r}"
+        )
+    return jobs
+
+
+__all__ = [
+    "ArrayJob",
+    "ArraySpec",
+    "Profile",
+    "RenderedJob",
+    "SubmitOptions",
+    "Submitted",
+    "available_profiles",
+    "cancel_study",
+    "load_profile",
+    "parse_array",
+    "render_script",
+    "script_storage_url",
+    "status_for_study",
+    "submit_script",
+    "templates_dir",
+    "time_seconds",
+]
