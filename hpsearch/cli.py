@@ -196,10 +196,20 @@ def status(
 
         study, spec = load_study(name, storage, heartbeat=False)
         summary = study_summary(study, load_baselines(baselines), spec.data.dataset)
-        summary.update(_slurm_status(name))
+        if _went_through_slurm(study):
+            summary.update(_slurm_status(name))
         out.print_json(json.dumps(summary, default=str))
         return
     _print_status(name, storage, top=top, baselines_file=baselines)
+
+
+def _went_through_slurm(study: Any) -> bool:
+    """Whether the study was submitted from here or any of its trials ran in a Slurm job."""
+    from hpsearch.env import runs_dir
+
+    if (runs_dir() / study.study_name / "sbatch").is_dir():
+        return True
+    return any("hpsearch:slurm_job_id" in t.user_attrs for t in study.get_trials(deepcopy=False))
 
 
 def _slurm_status(name: str) -> dict[str, Any]:
@@ -227,11 +237,12 @@ def _print_status(name: str, storage: str | None, top: int, baselines_file: Path
     )
     table = Table(
         title="Leaderboard: ranked by validation accuracy; test accuracy reported, never used "
-        "to select. ★ = beats a baseline on the same metric",
+        "to select. beats = baselines beaten, each on its own metric (test or val)",
         title_justify="left",
     )
-    for column in ("rank", "trial", "val acc", "test acc", "epochs", "min", "params", "config"):
-        table.add_column(column, justify="right" if column != "config" else "left")
+    for column in ("rank", "trial", "val acc", "test acc", "beats", "epochs", "min", "params"):
+        table.add_column(column, justify="right")
+    table.add_column("config")
     shown = 0
     for row in summary["leaderboard"]:
         if row["kind"] == "baseline":
@@ -241,6 +252,7 @@ def _print_status(name: str, storage: str | None, top: int, baselines_file: Path
                     "baseline",
                     "",
                     f"{row['test_accuracy']:.4f}" + (" (val)" if row["metric"] == "val" else ""),
+                    "",
                     "",
                     "",
                     "",
@@ -255,14 +267,15 @@ def _print_status(name: str, storage: str | None, top: int, baselines_file: Path
             str(row["rank"]),
             str(row["trial"]) + ("" if row["state"] == "complete" else f" ({row['state']})"),
             _fmt(row["val_accuracy"]),
-            _fmt(row["test_accuracy"]) + (" ★" if row["beats"] else ""),
+            _fmt(row["test_accuracy"]),
+            f"★ {len(row['beats'])}" if row["beats"] else "",
             str(row["epochs"] or ""),
             "" if row["wall_minutes"] is None else f"{row['wall_minutes']:.1f}",
             "" if row["n_params"] is None else f"{row['n_params']:,}",
             row["config"] or "",
         )
     out.print(table)
-    slurm = _slurm_status(name).get("slurm_jobs")
+    slurm = _slurm_status(name).get("slurm_jobs") if _went_through_slurm(study) else None
     if slurm:
         out.print(f"Slurm: {slurm}")
 

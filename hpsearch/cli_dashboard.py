@@ -38,8 +38,10 @@ def dashboard(
         bool, typer.Option(help="Let optuna-dashboard edit studies (read-only by default).")
     ] = False,
 ) -> None:
-    """Serve optuna-dashboard plus the leaderboard (/leaderboard) that ranks every trial of the
-    storage against the literature baselines.
+    """Serve optuna-dashboard and a leaderboard ranking all trials against literature baselines.
+
+    The leaderboard is at /leaderboard (JSON at /api/leaderboard), optuna-dashboard at
+    /dashboard. Binds 127.0.0.1; any other --host needs --token.
 
     On a cluster, run it on the login node and open it through an SSH tunnel:
     `ssh -L 8080:localhost:8080 user@login-node`, then http://localhost:8080/leaderboard.
@@ -97,8 +99,11 @@ def report(
         int | None, typer.Option(help="Only the best N trials in the table (default: all).")
     ] = None,
 ) -> None:
-    """Write a static report of one study: leaderboard vs baselines, plots, best trial, study
-    file. Needs no server or network to open."""
+    """Write a self-contained report of one study (html, md or csv): no server needed.
+
+    Holds the leaderboard next to the baselines, best-so-far plots, the best trial's full
+    configuration and the study file.
+    """
     from hpsearch.baselines import load_baselines
     from hpsearch.dashboard import write_study_notes
     from hpsearch.report_html import build_report

@@ -30,6 +30,7 @@ from hpsearch.data import Splits, load_splits
 from hpsearch.env import log_prefix, runs_dir, where_am_i
 from hpsearch.errors import NanLossError
 from hpsearch.model import build_model, compile_model
+from hpsearch.preemption import raise_if_stop_requested
 from hpsearch.space import sample_config
 from hpsearch.spec import StudySpec
 
@@ -139,13 +140,17 @@ def _epoch_callbacks(
             )
 
     class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
-        """Save the checkpoint after the epoch was reported (and not pruned)."""
+        """Save the checkpoint after the epoch was reported (and not pruned).
+
+        Then stop if a stop signal arrived whose exception Python lost (hpsearch.preemption).
+        """
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             checkpoint.save(
                 self.model,
                 CheckpointState(progress.epochs, progress.wall_time(), progress.val_accuracy),
             )
+            raise_if_stop_requested()
 
     return EpochGuard(), Checkpointer()
 

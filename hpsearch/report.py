@@ -62,32 +62,11 @@ class Row:
 
 def trial_row(study_name: str, trial: FrozenTrial) -> Row:
     """A leaderboard row for one trial: value if complete, else its last reported epoch."""
-    attrs = trial.user_attrs
-    val = trial.value if trial.state == TrialState.COMPLETE else None
-    if val is None and trial.intermediate_values:
-        val = trial.intermediate_values[max(trial.intermediate_values)]
-    wall = attrs.get("hpsearch:wall_time_s")
-    gpus = [g for g in str(attrs.get("hpsearch:gpu") or "").split(",") if g]
-    job = attrs.get("hpsearch:slurm_job_id")
-    if job and attrs.get("hpsearch:slurm_array_task_id") is not None:
-        job = f"{job}_{attrs['hpsearch:slurm_array_task_id']}"
-    return Row(
-        kind="trial",
-        rank=None,
-        val_accuracy=val,
-        test_accuracy=attrs.get("hpsearch:test_accuracy"),
-        study=study_name,
-        trial=trial.number,
-        state=trial.state.name.lower(),
-        epochs=attrs.get("hpsearch:epochs") or (len(trial.intermediate_values) or None),
-        wall_minutes=None if wall is None else wall / 60.0,
-        gpu_minutes=None if wall is None or not gpus else wall * len(gpus) / 60.0,
-        n_params=attrs.get("hpsearch:n_params"),
-        config=attrs.get("hpsearch:config"),
-        params=dict(trial.params),
-        fail_reason=attrs.get("hpsearch:fail_reason"),
-        slurm_job=job,
-    )
+    steps = trial.intermediate_values
+    last = (len(steps), steps[max(steps)]) if steps else None
+    row = _sql_row(study_name, trial.number, trial.state.name, trial.value, trial.user_attrs, last)
+    row.params = dict(trial.params)
+    return row
 
 
 def rank(trials: list[Row], baselines: list[Baseline], dataset: str | None = None) -> list[Row]:
@@ -648,7 +627,7 @@ def _sql_row(
     attrs: dict[str, Any],
     steps: tuple[int, float] | None,
 ) -> Row:
-    """The same row as :func:`trial_row`, from the columns read by :func:`_sql_trials`."""
+    """A trial's leaderboard row from its columns (as :func:`_sql_trials` reads them)."""
     n_steps, last = steps or (0, None)
     val = value if state == "COMPLETE" else None
     if val is None and n_steps:

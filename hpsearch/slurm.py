@@ -354,7 +354,7 @@ def _hpsearch_cmd(settings: Profile) -> str:
     if settings.hpsearch_cmd:
         return settings.hpsearch_cmd
     if settings.container:
-        return "python3 -m hpsearch"  # the container's Python; see docs/cluster.md
+        return "python3 -m hpsearch"  # the container's Python; see README "Containers"
     return f"{shlex.quote(sys.executable)} -m hpsearch"
 
 
@@ -576,7 +576,7 @@ def status_for_study(name: str) -> dict[str, Any]:
     try:
         jobs = _squeue(name)
     except (SubmissionError, OSError, subprocess.TimeoutExpired) as e:
-        _logger.warning("cannot list Slurm jobs: %s", e)
+        _logger.info("cannot list Slurm jobs: %s", e)
         return {"slurm_jobs": f"squeue failed: {e}", "slurm_arrays": []}
     line = "; ".join(j.describe() for j in jobs) or f"no jobs named {JOB_NAME_PREFIX}{name}"
     return {

@@ -464,6 +464,14 @@ def _example_at(loc: Sequence[Any]) -> str:
     name, info = found
     if info.examples:
         return f"{name} = {_toml_value(info.examples[0])}"
+    table = info.annotation
+    if info.is_required() and isinstance(table, type) and issubclass(table, BaseModel):
+        required = [
+            f"{key} = {_toml_value(field.examples[0]) if field.examples else '...'}"
+            for key, field in table.model_fields.items()
+            if field.is_required()
+        ]
+        return f"[{'.'.join(str(p) for p in loc)}] " + ", ".join(required)
     default = info.get_default(call_default_factory=True)
     if isinstance(default, _Dim):
         return f"{name} = {default.to_toml()}"

@@ -10,15 +10,11 @@ last checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import signal
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
-from types import FrameType
 
 import optuna
 from optuna.trial import TrialState
@@ -26,12 +22,11 @@ from optuna.trial import TrialState
 from hpsearch.env import log_prefix
 from hpsearch.errors import HpsearchError, Preempted
 from hpsearch.objective import Objective
+from hpsearch.preemption import stop_requested, stop_signals
 from hpsearch.storage import retry_callback
 from hpsearch.study import budget_state, load_study
 
 _logger = logging.getLogger(__name__)
-
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 @dataclass(frozen=True)
@@ -41,25 +36,6 @@ class WorkerResult:
     trials_run: int
     stopped_because: str
     preempted: bool = False
-
-
-@contextlib.contextmanager
-def preemption_signals() -> Iterator[None]:
-    """Turn the first SIGTERM/SIGUSR1/SIGINT into :class:`Preempted` in the main thread."""
-    received: list[int] = []
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if received:
-            return  # already shutting down; let the first one finish cleanly
-        received.append(signum)
-        raise Preempted(f"received {signal.Signals(signum).name}")
-
-    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def default_worker_index() -> int:
@@ -104,8 +80,10 @@ def run_worker(
     started = time.monotonic()
     trials_run = failures_in_a_row = 0
     _logger.info("[%s] worker %d started on study %s", log_prefix(), index, study_name)
-    with preemption_signals():
+    with stop_signals():
         while True:
+            if stop_requested():  # its exception was lost: see hpsearch.preemption
+                return _stopped(trials_run, f"preempted ({stop_requested()})", preempted=True)
             if n_trials is not None and trials_run >= n_trials:
                 return _stopped(trials_run, f"ran its {n_trials} trial(s)")
             if timeout_s is not None and time.monotonic() - started >= timeout_s:

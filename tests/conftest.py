@@ -21,6 +21,47 @@ STUDIES = ROOT / "studies"
 HEAVY_MARKERS = ("slow", "postgres", "mysql", "slurm", "browser", "jax")
 ARTIFACTS = ROOT / "test-artifacts"
 
+SLOW_TRIAL = """
+name = "{name}"
+[data]
+dataset = "fashion_mnist"
+val_fraction = 0.02
+train_subset = {train_subset}
+[budget]
+n_trials = 1
+max_epochs = {max_epochs}
+[pruner]
+kind = "none"
+[search]
+activation = "relu"
+[search.conv]
+n_blocks = 1
+layers_per_block = 1
+filters_base = 16
+filters_growth = 1.0
+batch_norm = false
+dropout = 0.0
+[search.dense]
+n_layers = 1
+units = 64
+dropout = 0.0
+[search.optimizer]
+name = "adam"
+lr = 0.002
+weight_decay = 0.0
+[search.training]
+batch_size = 32
+"""
+
+
+def slow_trial_spec(name: str, train_subset: int = 3000, max_epochs: int = 7) -> str:
+    """A one-trial study file with one fixed config that trains for seconds per epoch.
+
+    Long enough for tests to interrupt it mid-trial (preemption, kill, Ctrl-C).
+    """
+    return SLOW_TRIAL.format(name=name, train_subset=train_subset, max_epochs=max_epochs)
+
+
 PG_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 MARIADB_START = "start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd"
 

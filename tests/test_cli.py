@@ -70,7 +70,9 @@ def test_status_table(smoke_run) -> None:  # type: ignore[no-untyped-def]
     assert result.returncode == 0
     first = result.stdout.splitlines()[0]
     assert first.startswith("smoke (fashion_mnist):") and "complete" in first and "pruned" in first
-    assert "test acc" in result.stdout and "baseline" in result.stdout
+    assert "test acc" in result.stdout and "baseline" in result.stdout and "beats" in result.stdout
+    # A study that never went through Slurm says nothing about Slurm, even where squeue exists.
+    assert "Slurm" not in result.stdout + result.stderr
 
 
 def test_relaunch_continues(smoke_run) -> None:  # type: ignore[no-untyped-def]

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from hpsearch.spec import load_spec
 from hpsearch.study import launch_study, load_study
-from tests.conftest import STUDIES
+from tests.conftest import STUDIES, slow_trial_spec
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("fashion_mnist_available")]
 
@@ -30,38 +30,6 @@ SMALL_TASK = [
     "--partition", "debug", "--cpus-per-task", "1", "--mem", "2G",
     "--time", "00:10:00", "--signal-seconds", "60",
 ]  # fmt: skip
-
-SLOW_TRIAL = """
-name = "{name}"
-[data]
-dataset = "fashion_mnist"
-val_fraction = 0.02
-train_subset = 6000
-[budget]
-n_trials = 1
-max_epochs = 8
-[pruner]
-kind = "none"
-[search]
-activation = "relu"
-[search.conv]
-n_blocks = 1
-layers_per_block = 1
-filters_base = 16
-filters_growth = 1.0
-batch_norm = false
-dropout = 0.0
-[search.dense]
-n_layers = 1
-units = 64
-dropout = 0.0
-[search.optimizer]
-name = "adam"
-lr = 0.002
-weight_decay = 0.0
-[search.training]
-batch_size = 32
-"""
 
 
 def hpsearch(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -217,7 +185,7 @@ def test_usr1_before_time_limit_requeues_and_trial_resumes(
     postgres_url: str, tmp_path: Path
 ) -> None:
     name = "slurm_preempt"
-    launch(tmp_path, SLOW_TRIAL.format(name=name), name, postgres_url)
+    launch(tmp_path, slow_trial_spec(name, train_subset=6000, max_epochs=8), name, postgres_url)
     job = submit(tmp_path, name, postgres_url, "--array", "0", "--gpus-per-task", "0")
     wait_for_epochs(name, 0, at_least=2, timeout=120)
     # What Slurm does --signal-seconds before the time limit (--signal=B:USR1@60).

@@ -139,6 +139,16 @@ def test_missing_budget_field(tmp_path: Path) -> None:
         load_spec(write(tmp_path, MINIMAL.replace("max_epochs = 2", "")))
 
 
+def test_missing_table_example_lists_its_required_keys(tmp_path: Path) -> None:
+    without_budget = MINIMAL.split("[budget]")[0]
+    with pytest.raises(
+        SpecError,
+        match=r"`budget` is required\. Received: nothing\. "
+        r"Example: \[budget\] n_trials = 100, max_epochs = 30$",
+    ):
+        load_spec(write(tmp_path, without_budget))
+
+
 def test_bad_toml(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"study\.toml: not valid TOML: .*line 3"):
         load_spec(write(tmp_path, 'name = "t"\n[data]\ndataset = \n'))

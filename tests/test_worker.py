@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,41 +22,9 @@ from hpsearch.errors import HpsearchError
 from hpsearch.spec import load_spec
 from hpsearch.study import launch_study, load_study
 from hpsearch.worker import run_worker
-from tests.conftest import ROOT, STUDIES
+from tests.conftest import ROOT, STUDIES, slow_trial_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fashion_mnist_available")]
-
-SLOW_TRIAL = """
-name = "{name}"
-[data]
-dataset = "fashion_mnist"
-val_fraction = 0.02
-train_subset = 3000
-[budget]
-n_trials = 1
-max_epochs = 7
-[pruner]
-kind = "none"
-[search]
-activation = "relu"
-[search.conv]
-n_blocks = 1
-layers_per_block = 1
-filters_base = 16
-filters_growth = 1.0
-batch_norm = false
-dropout = 0.0
-[search.dense]
-n_layers = 1
-units = 64
-dropout = 0.0
-[search.optimizer]
-name = "adam"
-lr = 0.002
-weight_decay = 0.0
-[search.training]
-batch_size = 32
-"""
 
 
 def launch(path: Path, url: str) -> optuna.Study:
@@ -143,7 +112,7 @@ def test_preempted_trial_resumes_from_its_checkpoint(
     tmp_path: Path, sqlite_url: str, how: str
 ) -> None:
     path = tmp_path / "p.toml"
-    path.write_text(SLOW_TRIAL.format(name="p"))
+    path.write_text(slow_trial_spec("p"))
     launch(path, sqlite_url)
     worker = start_worker("p", sqlite_url)
     done = wait_for_epochs("p", 0, at_least=2)
@@ -172,11 +141,39 @@ def test_preempted_trial_resumes_from_its_checkpoint(
     assert len(study.trials) == 2
 
 
+def test_stop_signal_whose_exception_was_lost_still_requeues(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """As if SIGTERM arrived while Python ran a finalizer: no exception, only the request."""
+    from hpsearch import preemption
+
+    path = tmp_path / "lost.toml"
+    path.write_text(slow_trial_spec("lost"))
+    launch(path, sqlite_url)
+
+    def request_stop_after_epoch_1() -> None:
+        wait_for_epochs("lost", 0, at_least=1)
+        preemption._requested.append("SIGTERM")
+
+    requester = threading.Thread(target=request_stop_after_epoch_1, daemon=True)
+    requester.start()
+    result = run_worker("lost", sqlite_url, worker_index=0)
+    requester.join(timeout=5)
+    assert result.preempted and "SIGTERM" in result.stopped_because
+    study, _ = load_study("lost", sqlite_url)
+    interrupted, retry = study.trials
+    assert interrupted.user_attrs["hpsearch:fail_reason"] == "preempted"
+    assert retry.state == TrialState.WAITING
+    # It stopped at the next epoch's end, after checkpointing it: nothing is lost.
+    checkpointed = wait_for_epochs("lost", 0, at_least=2, timeout=1)
+    assert checkpointed == len(interrupted.intermediate_values) < 7
+
+
 def test_killed_worker_trial_is_retried_after_heartbeat_grace(
     tmp_path: Path, sqlite_url: str
 ) -> None:
     path = tmp_path / "k.toml"
-    path.write_text(SLOW_TRIAL.format(name="k"))
+    path.write_text(slow_trial_spec("k"))
     launch(path, sqlite_url)
     fast_heartbeat = {"HPSEARCH_HEARTBEAT_S": "1", "HPSEARCH_GRACE_S": "4"}
     worker = start_worker("k", sqlite_url, fast_heartbeat)
@@ -214,7 +211,7 @@ def test_worker_stops_after_consecutive_failures(tmp_path: Path, sqlite_url: str
 
 def test_ctrl_c_on_run_requeues_and_rerun_finishes(tmp_path: Path, sqlite_url: str) -> None:
     path = tmp_path / "c.toml"
-    path.write_text(SLOW_TRIAL.format(name="c"))
+    path.write_text(slow_trial_spec("c"))
     run = subprocess.Popen(
         [sys.executable, "-m", "hpsearch", "run", str(path), "--storage", sqlite_url],
         cwd=ROOT,
