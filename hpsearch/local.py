@@ -93,6 +93,8 @@ def run_local(
             )
     study, spec = load_study(study_name, storage_url, heartbeat=False)
     interrupted = False
+    # A SIGTERM to `hpsearch run` (a batch job ending, `kill`) stops the workers like Ctrl-C.
+    previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -112,8 +114,12 @@ def run_local(
                 time.sleep(poll_s)
         except KeyboardInterrupt:
             interrupted = True
-            progress.console.print("[yellow]Ctrl-C: stopping workers (trials in flight re-queued)")
+            progress.console.print(
+                "[yellow]interrupted: stopping workers (trials in flight are re-queued)"
+            )
             _stop(procs)
+        finally:
+            signal.signal(signal.SIGTERM, previous_term)
         _update(progress, task, study, budget_state(study, spec), procs)
     return RunResult([p.wait() for p in procs], interrupted, log_dir)
 

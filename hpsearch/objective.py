@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import optuna
 
 from hpsearch.data import Splits, load_splits
@@ -52,35 +53,70 @@ class CheckpointState:
 
 
 class Checkpoint:
-    """Per-trial checkpoint folder, written atomically after every epoch."""
+    """Per-trial checkpoint folder, written atomically after every epoch.
+
+    ``checkpoint.npz`` holds the model's weights, the optimizer's state (momenta, step count)
+    and the progress; a freshly built model of the same configuration resumes from it. Plain
+    NumPy arrays take about 8 ms to write where a ``.keras`` file takes 40-60 ms, which matters
+    once per epoch. ``state.json`` repeats the progress for people and monitoring.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.model_path = folder / "model.keras"
+        self.path = folder / "checkpoint.npz"
         self.state_path = folder / "state.json"
 
     def save(self, model: keras.Model, state: CheckpointState) -> None:
-        """Save model (with optimizer state) and progress; a crash mid-save keeps the old one."""
+        """Save weights, optimizer state and progress; a crash mid-save keeps the old one."""
+        import keras
+
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp_model = self.folder / "model.tmp.keras"
-        model.save(tmp_model)
-        os.replace(tmp_model, self.model_path)
+        arrays: dict[str, Any] = {"state": np.array(json.dumps(state.__dict__))}
+        for prefix, variables in (
+            ("weight", model.weights),
+            ("optimizer", _optimizer_vars(model)),
+        ):
+            for i, variable in enumerate(variables):
+                arrays[f"{prefix}_{i}"] = keras.ops.convert_to_numpy(variable.value)
+        tmp = self.folder / "checkpoint.tmp.npz"
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, self.path)
         tmp_state = self.folder / "state.tmp.json"
         tmp_state.write_text(json.dumps(state.__dict__))
         os.replace(tmp_state, self.state_path)
 
-    def load(self) -> tuple[keras.Model, CheckpointState] | None:
-        """The saved model and state, or None when there is no complete checkpoint."""
-        if not (self.model_path.exists() and self.state_path.exists()):
-            return None
-        import keras
+    def restore(self, model: keras.Model) -> CheckpointState | None:
+        """Load the checkpoint into ``model`` (built and compiled); None when there is none.
 
-        state = CheckpointState(**json.loads(self.state_path.read_text()))
-        return keras.saving.load_model(self.model_path), state
+        Raises:
+            ValueError: If the checkpoint was saved from a model of another shape.
+        """
+        if not self.path.exists():
+            return None
+        with np.load(self.path) as data:
+            targets = {"weight": model.weights, "optimizer": _optimizer_vars(model, build=True)}
+            for prefix, variables in targets.items():
+                saved = sum(key.startswith(prefix + "_") for key in data.files)
+                if saved != len(variables):
+                    raise ValueError(
+                        f"checkpoint {self.path} has {saved} {prefix} variables, the model "
+                        f"{len(variables)}: it was saved from another configuration"
+                    )
+                for i, variable in enumerate(variables):
+                    variable.assign(data[f"{prefix}_{i}"])
+            return CheckpointState(**json.loads(str(data["state"])))
 
     def remove(self) -> None:
         """Delete the folder (the trial finished; nothing to resume)."""
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _optimizer_vars(model: keras.Model, build: bool = False) -> list[Any]:
+    optimizer = model.optimizer
+    if build and not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    return list(optimizer.variables)
 
 
 def pruning_callback(trial: optuna.Trial, monitor: str = MONITOR) -> Any:
@@ -212,9 +248,10 @@ class Objective:
             splits = self.splits
             trial.set_user_attr("hpsearch:keras_backend", keras.backend.backend())
             keras.utils.set_random_seed(seed)
-            resumed = checkpoint.load()
-            if resumed is not None:
-                model, state = resumed
+            model = build_model(config.model, splits.input_shape, splits.n_classes, seed)
+            compile_model(model, config.train)
+            state = checkpoint.restore(model)
+            if state is not None:
                 progress.epochs, progress.val_accuracy = state.epochs_done, state.val_accuracy
                 progress.time_before = state.wall_time_s
                 _logger.info(
@@ -224,9 +261,6 @@ class Objective:
                     root,
                     state.epochs_done,
                 )
-            else:
-                model = build_model(config.model, splits.input_shape, splits.n_classes, seed)
-                compile_model(model, config.train)
             trial.set_user_attr("hpsearch:n_params", int(model.count_params()))
             guard, checkpointer = _epoch_callbacks(trial, checkpoint, progress)
             model.fit(

@@ -10,6 +10,7 @@ last checkpoint.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import time
@@ -76,6 +77,7 @@ def run_worker(
     index = default_worker_index() if worker_index is None else worker_index
     study, spec = load_study(study_name, storage_url, worker_index=index)
     objective = Objective(spec)
+    _freeze_startup_objects()
     timeout_s = timeout_s or spec.budget.timeout_s
     started = time.monotonic()
     trials_run = failures_in_a_row = 0
@@ -109,6 +111,18 @@ def run_worker(
                     )
             else:
                 failures_in_a_row = 0
+
+
+def _freeze_startup_objects() -> None:
+    """Keep the millions of objects of TensorFlow, Keras and Optuna out of the cyclic GC.
+
+    The collection after every trial (which frees the trial's model) and the automatic ones
+    during training then scan only what trials allocate: 0.26 s less per trial here.
+    """
+    import keras  # noqa: F401 - importing it is what allocates most long-lived objects
+
+    gc.collect()
+    gc.freeze()
 
 
 def _fail_stale_trials(study: optuna.Study) -> None:

@@ -249,3 +249,30 @@ def test_workers_per_gpu_share_one_task_and_gpu(postgres_url: str, tmp_path: Pat
     log = log_of(tmp_path, name, job, 0)
     assert "worker 0 started" in log and "worker 1000000 started" in log  # distinct seeds
     assert log.count("worker stopped after") == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "slurm_says"),
+    [
+        (["--partition", "nosuchpartition"], "invalid partition"),
+        (["--gpus-per-task", "5"], "Requested node configuration is not available"),
+    ],
+    ids=["unknown-partition", "more-gpus-than-the-node"],
+)
+def test_real_sbatch_refusal_is_quoted_in_one_line(
+    tmp_path: Path, args: list[str], slurm_says: str
+) -> None:
+    name = "slurm_refused"
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    launch(tmp_path, smoke_as(name), name, url)
+    result = hpsearch(
+        tmp_path, "submit", name, "--storage", url, *SMALL_TASK, "--array", "0-1", *args
+    )
+    assert result.returncode == 1, result.stdout
+    assert result.stdout == ""  # no job id
+    line = result.stderr.strip()
+    assert "\n" not in line and line.startswith("error: ") and "sbatch" in line
+    assert slurm_says.lower() in line.lower()
+    assert not subprocess.run(
+        ["squeue", "--noheader", "--name", f"hpsearch-{name}"], capture_output=True, text=True
+    ).stdout.strip()

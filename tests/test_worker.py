@@ -209,7 +209,10 @@ def test_worker_stops_after_consecutive_failures(tmp_path: Path, sqlite_url: str
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
 
 
-def test_ctrl_c_on_run_requeues_and_rerun_finishes(tmp_path: Path, sqlite_url: str) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_interrupted_run_requeues_and_rerun_finishes(
+    tmp_path: Path, sqlite_url: str, sig: signal.Signals
+) -> None:
     path = tmp_path / "c.toml"
     path.write_text(slow_trial_spec("c"))
     run = subprocess.Popen(
@@ -220,10 +223,10 @@ def test_ctrl_c_on_run_requeues_and_rerun_finishes(tmp_path: Path, sqlite_url: s
         text=True,
     )
     wait_for_epochs("c", 0, at_least=2)
-    run.send_signal(signal.SIGINT)
+    run.send_signal(sig)
     output, _ = run.communicate(timeout=60)
     assert run.returncode == 130, output
-    assert "Ctrl-C: stopping workers" in output
+    assert "interrupted: stopping workers" in output
     study, _ = load_study("c", sqlite_url)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
     again = subprocess.run(
