@@ -124,7 +124,13 @@ def _key_figure(name: str, data: dict[str, Any]) -> str:
         if name.startswith("search"):
             s = data["summary"]
             parts = [f"{m} {v['best_val'][0]:.4f}" for m, v in s.items()]
-            return "mean best val acc: " + ", ".join(parts)
+            times = [
+                f"{m} {v['time_to_target_s'][0]:.0f} s ({v['reached']}/{v['runs']} seeds)"
+                for m, v in s.items()
+                if v.get("time_to_target_s") and v["time_to_target_s"][0] is not None
+            ]
+            figure = "mean best val acc: " + ", ".join(parts)
+            return figure + ("; mean time to target: " + ", ".join(times) if times else "")
         if name == "storage":
             rows = [r for res in data["results"].values() for r in res.get("rows", [])]
             worst = max(rows, key=lambda r: r["p99_ms"])
