@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +12,7 @@ import pytest
 
 from hpsearch.model import ModelConfig, TrainConfig, build_model, compile_model
 from hpsearch.objective import Checkpoint, CheckpointState
+from tests.conftest import ROOT
 
 MODEL = ModelConfig(
     conv_filters=((8,),), kernel_size=3, batch_norm=True, dense_units=(16,), dense_dropout=0.2
@@ -64,3 +68,29 @@ def test_no_checkpoint_is_none_and_a_foreign_one_is_refused(tmp_path: Path) -> N
     compile_model(other, config)
     with pytest.raises(ValueError, match="saved from another configuration"):
         Checkpoint(tmp_path).restore(other)
+
+
+@pytest.mark.jax
+def test_checkpoints_round_trip_on_jax() -> None:
+    """The same tests with KERAS_BACKEND=jax (the backend is fixed when Keras is imported)."""
+    pytest.importorskip("jax", reason="jax missing: run `make install`")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            __file__,
+            "-k",
+            "not on_jax",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "jax"},
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "4 passed" in result.stdout

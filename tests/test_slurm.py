@@ -270,9 +270,10 @@ def test_real_sbatch_refusal_is_quoted_in_one_line(
     )
     assert result.returncode == 1, result.stdout
     assert result.stdout == ""  # no job id
-    line = result.stderr.strip()
-    assert "\n" not in line and line.startswith("error: ") and "sbatch" in line
-    assert slurm_says.lower() in line.lower()
+    lines = result.stderr.strip().splitlines()
+    errors = [line for line in lines if not line.startswith("note: ")]  # SQLite advice
+    assert len(errors) == 1 and errors[0].startswith("error: sbatch refused the job"), lines
+    assert slurm_says.lower() in errors[0].lower()
     assert not subprocess.run(
         ["squeue", "--noheader", "--name", f"hpsearch-{name}"], capture_output=True, text=True
     ).stdout.strip()

@@ -398,4 +398,8 @@ def test_status_table_shows_the_slurm_jobs(
     monkeypatch.setenv("FAKE_SQUEUE_OUT", SQUEUE_OUT)
     code, out, err = cli(capsys, "status", "smoke", "--storage", smoke_db)
     assert code == 0, err
+    assert "Slurm" not in out  # never submitted from here, no trial ran under Slurm
+    (Path(os.environ["HPSEARCH_RUNS_DIR"]) / "smoke" / "sbatch").mkdir(parents=True)
+    code, out, err = cli(capsys, "status", "smoke", "--storage", smoke_db)
+    assert code == 0, err
     assert "Slurm: 77: 2 pending, 2 running; 80: 1 pending" in out
