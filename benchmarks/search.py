@@ -744,6 +744,14 @@ def _verdict(summary: dict[str, Any]) -> tuple[str, float]:
         f"{faster} the fastest other method. With few seeds and a busy machine, differences "
         "smaller than the standard deviations are noise."
     )
+    if {"optuna", "random"} <= summary.keys() and (
+        summary["optuna"]["per_seed_best_val"] == summary["random"]["per_seed_best_val"]
+    ):
+        text += (
+            " The plain Optuna script and random search found the same models: Optuna's "
+            "default `TPESampler` samples its first 10 trials at random, and this budget ends "
+            "before that (hpsearch's study files start TPE after 4 trials, behind a warm start)."
+        )
     return text, gap
 
 
