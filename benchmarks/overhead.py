@@ -57,33 +57,31 @@ class Stopwatch:
         import keras
         from keras.src.callbacks.callback_list import CallbackList
 
-        self.fit_s = self.callbacks_s = 0.0
-        fit, on_epoch_end = keras.Model.fit, CallbackList.on_epoch_end
-        watch = self
+        self.seconds = {"fit": 0.0, "callbacks": 0.0}
+        self._time(keras.Model, "fit", "fit")
+        self._time(CallbackList, "on_epoch_end", "callbacks")
 
-        def timed_fit(model: Any, *args: Any, **kwargs: Any) -> Any:
+    def _time(self, owner: type, method: str, key: str) -> None:
+        """Replace ``owner.method`` by a wrapper that adds its run time to ``seconds[key]``."""
+        original = getattr(owner, method)
+        seconds = self.seconds
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
             t0 = time.perf_counter()
             try:
-                return fit(model, *args, **kwargs)
+                return original(*args, **kwargs)
             finally:
-                watch.fit_s += time.perf_counter() - t0
+                seconds[key] += time.perf_counter() - t0
 
-        def timed_epoch_end(callbacks: Any, *args: Any, **kwargs: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return on_epoch_end(callbacks, *args, **kwargs)
-            finally:
-                watch.callbacks_s += time.perf_counter() - t0
-
-        keras.Model.fit = timed_fit
-        CallbackList.on_epoch_end = timed_epoch_end
+        setattr(owner, method, timed)
 
     def own_work(self, total_s: float) -> float:
         """Seconds of ``total_s`` not spent training: outside fit, plus epoch-end callbacks."""
-        return total_s - self.fit_s + self.callbacks_s
+        return total_s - self.seconds["fit"] + self.seconds["callbacks"]
 
     def reset(self) -> None:
-        self.fit_s = self.callbacks_s = 0.0
+        for key in self.seconds:
+            self.seconds[key] = 0.0
 
 
 def main(argv: list[str] | None = None) -> int:

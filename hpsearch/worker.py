@@ -84,8 +84,8 @@ def run_worker(
     _logger.info("[%s] worker %d started on study %s", log_prefix(), index, study_name)
     with stop_signals():
         while True:
-            if stop_requested():  # its exception was lost: see hpsearch.preemption
-                return _stopped(trials_run, f"preempted ({stop_requested()})", preempted=True)
+            if signal_name := stop_requested():  # its exception was lost: hpsearch.preemption
+                return _stopped(trials_run, f"preempted ({signal_name})", preempted=True)
             if n_trials is not None and trials_run >= n_trials:
                 return _stopped(trials_run, f"ran its {n_trials} trial(s)")
             if timeout_s is not None and time.monotonic() - started >= timeout_s:
