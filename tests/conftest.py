@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,20 @@ def slow_trial_spec(name: str, train_subset: int = 3000, max_epochs: int = 7) ->
     Long enough for tests to interrupt it mid-trial (preemption, kill, Ctrl-C).
     """
     return SLOW_TRIAL.format(name=name, train_subset=train_subset, max_epochs=max_epochs)
+
+
+def run_cli(
+    *args: str, cwd: Path = ROOT, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m hpsearch ARGS`` as a user would, with output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "hpsearch", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
 PG_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"

@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, STUDIES
+from tests.conftest import STUDIES
+from tests.conftest import run_cli as hpsearch
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fashion_mnist_available")]
-
-
-def hpsearch(*args: str, env: dict[str, str] | None = None, timeout: float = 600):  # type: ignore[no-untyped-def]
-    return subprocess.run(
-        [sys.executable, "-m", "hpsearch", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ from optuna.trial import TrialState
 
 from hpsearch.spec import load_spec
 from hpsearch.study import launch_study, load_study
-from tests.conftest import STUDIES, slow_trial_spec
+from tests.conftest import STUDIES, run_cli, slow_trial_spec
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("fashion_mnist_available")]
 
@@ -33,13 +32,7 @@ SMALL_TASK = [
 
 
 def hpsearch(cwd: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hpsearch", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_cli(*args, cwd=cwd, timeout=timeout)
 
 
 def launch(tmp_path: Path, text: str, name: str, url: str) -> None:

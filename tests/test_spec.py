@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from hpsearch.errors import SpecError
 from hpsearch.spec import load_spec
-from tests.conftest import ROOT, STUDIES
+from tests.conftest import STUDIES, run_cli
 
 MINIMAL = """
 name = "t"
@@ -183,9 +181,7 @@ def test_cli_broken_file_one_line_exit_1_nothing_written(tmp_path: Path, command
     path = write(tmp_path, MINIMAL + "[search.conv]\nn_blocks = {low = 4, high = 2}\n")
     db = tmp_path / "study.db"
     args = [command, str(path)] + (["--storage", f"sqlite:///{db}"] if command == "launch" else [])
-    result = subprocess.run(
-        [sys.executable, "-m", "hpsearch", *args], capture_output=True, text=True, cwd=ROOT
-    )
+    result = run_cli(*args)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

@@ -22,7 +22,7 @@ from hpsearch.errors import HpsearchError
 from hpsearch.spec import load_spec
 from hpsearch.study import launch_study, load_study
 from hpsearch.worker import run_worker
-from tests.conftest import ROOT, STUDIES, slow_trial_spec
+from tests.conftest import ROOT, STUDIES, run_cli, slow_trial_spec
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("fashion_mnist_available")]
 
@@ -229,13 +229,7 @@ def test_interrupted_run_requeues_and_rerun_finishes(
     assert "interrupted: stopping workers" in output
     study, _ = load_study("c", sqlite_url)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
-    again = subprocess.run(
-        [sys.executable, "-m", "hpsearch", "run", str(path), "--storage", sqlite_url],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    again = run_cli("run", str(path), "--storage", sqlite_url, timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "continuing study c" in again.stderr
     study, _ = load_study("c", sqlite_url)
