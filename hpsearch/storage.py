@@ -52,6 +52,10 @@ def _parse(url: str) -> URL:
     password = os.environ.get("HPSEARCH_DB_PASSWORD")
     if password and parsed.password is None and not parsed.drivername.startswith("sqlite"):
         parsed = parsed.set(password=password)
+    # Bare schemes get the drivers that `pip install 'hpsearch[postgres]'` / `[mysql]` install
+    # (SQLAlchemy 2.1 would pick psycopg 3 for postgresql://, which is not installed).
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg2")
     if parsed.drivername in ("mysql", "mariadb"):
         parsed = parsed.set(drivername="mysql+pymysql")
     return parsed
@@ -97,7 +101,13 @@ def get_storage(url: str | None = None, *, heartbeat: bool = True) -> optuna.sto
                 engine_kwargs=_engine_kwargs(parsed),
                 **kwargs,
             )
-    except (SQLAlchemyError, ImportError, ValueError) as e:
+    except ImportError as e:
+        raise StorageError(
+            f"cannot open storage {mask_url(url)}: its database driver is not installed "
+            f"({e.__cause__ or e}). Install it: pip install 'hpsearch[postgres]' for "
+            "PostgreSQL, 'hpsearch[mysql]' for MariaDB/MySQL"
+        ) from e
+    except (SQLAlchemyError, ValueError) as e:
         reason = str(getattr(e, "orig", None) or e).strip().splitlines()[0][:200]
         if parsed.password:
             reason = reason.replace(parsed.password, "***")

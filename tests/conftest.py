@@ -158,7 +158,7 @@ def postgres_url() -> Iterator[str]:
     engine = sqlalchemy.create_engine(admin, isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    yield f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    yield f"postgresql://postgres@127.0.0.1:5432/{name}"  # bare, as users write it
     with engine.connect() as conn:
         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     engine.dispose()
@@ -176,7 +176,7 @@ def mysql_url() -> Iterator[str]:
     engine = sqlalchemy.create_engine(admin)
     with engine.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    yield f"mysql+pymysql://root@127.0.0.1:3306/{name}"
+    yield f"mysql://root@127.0.0.1:3306/{name}"  # bare, as users write it
     with engine.connect() as conn:
         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
     engine.dispose()

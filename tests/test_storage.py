@@ -32,6 +32,8 @@ def test_unreachable_database_error_hides_password() -> None:
     message = str(info.value)
     assert message.startswith("cannot open storage postgresql://alice:***@127.0.0.1:1/optuna")
     assert "s3cret" not in message and "\n" not in message
+    # A bare postgresql:// URL uses the installed psycopg2 and gets as far as connecting.
+    assert "connection" in message.lower() and "driver" not in message
 
 
 def test_password_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -39,3 +41,12 @@ def test_password_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(StorageError) as info:
         get_storage("postgresql://alice@127.0.0.1:1/optuna")
     assert "from-env" not in str(info.value)
+
+
+def test_missing_driver_says_what_to_install() -> None:
+    with pytest.raises(StorageError) as info:
+        get_storage("postgresql+pg8000://alice:s3cret@127.0.0.1:1/optuna")
+    message = str(info.value)
+    assert "database driver is not installed" in message
+    assert "pip install 'hpsearch[postgres]'" in message
+    assert "s3cret" not in message and "\n" not in message
