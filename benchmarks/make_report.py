@@ -133,11 +133,22 @@ def _key_figure(name: str, data: dict[str, Any]) -> str:
             return figure + ("; mean time to target: " + ", ".join(times) if times else "")
         if name == "storage":
             rows = [r for res in data["results"].values() for r in res.get("rows", [])]
-            worst = max(rows, key=lambda r: r["p99_ms"])
-            return (
-                f"{len(rows)} cells; worst p99 {worst['p99_ms']:.0f} ms "
-                f"({worst['backend']}, {worst['workers']} workers)"
+            top = max(r["workers"] for r in rows)
+            size = max(r["size"] for r in rows)
+            cell = {
+                r["mode"]: r["trials_per_s"]
+                for r in rows
+                if (r["backend"], r["workers"], r["size"]) == ("postgresql", top, size)
+            }
+            figure = (
+                f"PostgreSQL, {top} workers, {size:,} trials: hpsearch "
+                f"{cell['hpsearch']:.1f} vs plain Optuna {cell['plain']:.1f} trials/s "
+                f"(×{cell['hpsearch'] / cell['plain']:.2f})"
             )
+            for r in data.get("connection_limit", {}).get("rows", []):
+                figure += f"; {r['workers']} workers vs 100 connections: {r['mode']} "
+                figure += f"{r['errors']} errors"
+            return figure
         if name == "gpu":
             best = max(data["trials_per_hour"], key=lambda t: t["trials_per_hour"])
             return f"best {best['trials_per_hour']:.0f} trials/h ({best['workers']} workers/GPU)"

@@ -1,29 +1,47 @@
-"""Storage scaling: ask+tell latency vs existing trials and concurrent workers, per backend.
+"""Storage under many workers: hpsearch's worker path side by side with plain Optuna defaults.
 
-No training: each operation is what a worker does around one trial with a synthetic objective,
-``study.ask()`` → hpsearch's ``sample_config`` (the 12 parameters of
-``studies/fashion_mnist_quick.toml``) → ``study.tell(value)``, through hpsearch's
-``get_storage`` (the RDBStorage workers use). The sampler is Optuna's ``RandomSampler``, so the
-numbers are storage cost and not sampler CPU time (TPE's own cost grows with the trial count).
+Both do the same trial with a synthetic objective (no training): 12 parameters of
+``studies/fashion_mnist_quick.toml`` sampled by Optuna's ``RandomSampler`` (so the numbers are
+storage cost, not sampler CPU), 7 user attributes at the start and 2 at the end (what a real
+trial records), 3 epoch reports each followed by a pruning check, then the result.
 
-Backends: an SQLite file in a temporary folder; PostgreSQL and MariaDB on 127.0.0.1, each in a
-fresh database that is created for the run and dropped afterwards. A backend that cannot be
-reached is skipped with the reason. Worker processes are spawned and start together (barrier).
+- ``plain``: ``optuna.load_study(storage=URL)`` (Optuna's default RDBStorage: a pool of up to
+  15 connections, one commit per parameter and attribute, no heartbeats);
+  ``study.optimize(objective, n_trials=1)`` per trial.
+- ``hpsearch``: the worker loop of ``hpsearch.worker`` (stale-trial check and budget count
+  before each trial, then ``study.optimize(n_trials=1)``) on ``hpsearch.storage.get_storage``:
+  heartbeats, one connection per process, retries, parameters and attributes written in one
+  commit.
 
-    .venv/bin/python benchmarks/storage.py --quick    # ≈ 1-2 min
-    .venv/bin/python benchmarks/storage.py            # full: ≈ 10 min
+Cells: backend (SQLite file, PostgreSQL, MariaDB on 127.0.0.1; fresh database each, dropped
+after) × existing trials (1k, 5k, 20k on PostgreSQL; 1k on the others by default) × worker
+processes (1, 8, 32). Workers are forked, load the study, run one
+warm-up trial (each loads all existing trials into Optuna's cache, timed as "load s"), wait at
+a barrier, then run their share of the cell's trials. Trials/s = trials / wall time from the
+barrier to the last worker's end.
 
-The last line is ``RESULT storage_sqlite_p50_ms=<value>`` (1 worker, largest trial count).
+A last part starts 200 workers against the PostgreSQL server, which allows 100 connections
+(``max_connections``), and counts the operations that failed with a connection error: plain
+Optuna holds a connection per worker; hpsearch runs with ``HPSEARCH_DB_POOL=0`` (connect per
+operation, none held between) and retries a refused connection.
+
+    .venv/bin/python benchmarks/storage.py --quick    # ≈ 2 min
+    .venv/bin/python benchmarks/storage.py            # full: ≈ 30 min
+
+The last line is ``RESULT storage_pg_ratio_32=<hpsearch trials/s ÷ plain trials/s>`` for
+PostgreSQL with 32 workers at the largest study size.
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import random
 import sys
 import tempfile
 import time
+import traceback
 import uuid
 import warnings
 from pathlib import Path
@@ -34,6 +52,9 @@ import _common
 POSTGRES_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 MARIADB_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/"
 STUDY_SPEC = _common.REPO_ROOT / "studies" / "fashion_mnist_quick.toml"
+EPOCHS = 3
+MODES = ("plain", "hpsearch")
+_next_stale_check = 0.0
 
 
 def _search_space() -> Any:
@@ -42,38 +63,147 @@ def _search_space() -> Any:
     return load_spec(STUDY_SPEC).search
 
 
-def _worker(url: str, study_name: str, n_ops: int, seed: int, barrier: Any, out: Any) -> None:
-    """One worker process: ``n_ops`` ask → sample_config → tell; sends latencies (s)."""
+def _objective(space: Any, rng: random.Random) -> Any:
+    """The synthetic trial: what a real hpsearch trial writes, without the training."""
+    import optuna
+
+    from hpsearch.space import sample_config
+
+    def objective(trial: optuna.Trial) -> float:
+        config = sample_config(trial, space)
+        trial.set_user_attr("hpsearch:config", config.summary())
+        for key, value in (
+            ("seed", trial.number),
+            ("host", "bench"),
+            ("pid", str(os.getpid())),
+            ("keras_backend", "tensorflow"),
+            ("n_params", 123456),
+            ("gpu", "0"),
+        ):
+            trial.set_user_attr(f"hpsearch:{key}", value)
+        value = 0.0
+        for epoch in range(1, EPOCHS + 1):
+            value = rng.uniform(0.7, 0.9)
+            trial.report(value, epoch)
+            trial.should_prune()  # the pruner's read of the study, as every epoch does
+        trial.set_user_attr("hpsearch:epochs", EPOCHS)
+        trial.set_user_attr("hpsearch:wall_time_s", 1.0)
+        return value
+
+    return objective
+
+
+def _open_study(mode: str, url: str, seed: int) -> Any:
+    import optuna
+
+    sampler = optuna.samplers.RandomSampler(seed=seed)
+    from hpsearch.storage import _parse, get_storage
+
+    if mode == "plain":  # the same driver as hpsearch's (psycopg2 / pymysql)
+        plain_url = _parse(url).render_as_string(hide_password=False)
+        return optuna.load_study(study_name="bench", storage=plain_url, sampler=sampler)
+
+    return optuna.load_study(study_name="bench", storage=get_storage(url), sampler=sampler)
+
+
+def _one_trial(mode: str, study: Any, objective: Any) -> None:
+    import optuna
+
+    if mode == "hpsearch":  # what hpsearch.worker.run_worker does around every trial
+        global _next_stale_check
+        if time.monotonic() >= _next_stale_check:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                optuna.storages.fail_stale_trials(study)
+            _next_stale_check = time.monotonic() + 60
+        study.get_trials(deepcopy=False)  # the budget count
+    study.optimize(objective, n_trials=1)
+
+
+def _worker(
+    mode: str, url: str, n_trials: int, seed: int, barrier: Any, out: Any, env: dict[str, str]
+) -> None:
+    """One worker process: warm up, wait for all, run ``n_trials``; report what happened."""
+    os.environ.update(env)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore")
+    result: dict[str, Any] = {"latencies": [], "errors": [], "load_s": None, "end": None}
+    try:
+        t0 = time.perf_counter()
+        study = _open_study(mode, url, seed)
+        objective = _objective(_search_space(), random.Random(seed))
+        _one_trial(mode, study, objective)
+        result["load_s"] = time.perf_counter() - t0
+    except Exception as e:  # noqa: BLE001 - counted, not raised: the cell goes on
+        result["errors"].append(_error_text(e))
+    barrier.wait()
+    if not result["errors"]:
+        for _ in range(n_trials):
+            t0 = time.perf_counter()
+            try:
+                _one_trial(mode, study, objective)
+            except Exception as e:  # noqa: BLE001
+                result["errors"].append(_error_text(e))
+                break
+            result["latencies"].append(time.perf_counter() - t0)
+    result["end"] = time.time()
+    out.put(result)
+
+
+def _error_text(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".splitlines()[0][:200]
+    if os.environ.get("BENCH_DEBUG"):
+        traceback.print_exc()
+    return text
+
+
+def _run_cell(
+    mode: str, url: str, workers: int, trials: int, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    ctx = mp.get_context("fork")
+    barrier = ctx.Barrier(workers + 1)
+    out = ctx.Queue()
+    share = [trials // workers + (1 if i < trials % workers else 0) for i in range(workers)]
+    procs = [
+        ctx.Process(
+            target=_worker,
+            args=(mode, url, share[i], 1000 + i, barrier, out, env or {}),
+            daemon=True,
+        )
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    barrier.wait(timeout=1800)
+    start = time.time()
+    results = [out.get(timeout=1800) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    latencies = [lat for r in results for lat in r["latencies"]]
+    errors = [e for r in results for e in r["errors"]]
+    loads = [r["load_s"] for r in results if r["load_s"] is not None]
+    wall = max(r["end"] for r in results) - start
+    return {
+        "mode": mode,
+        "workers": workers,
+        "trials": len(latencies),
+        "errors": len(errors),
+        "error_examples": sorted(set(errors))[:3],
+        "p50_ms": 1000 * _common.percentile(latencies, 50),
+        "p99_ms": 1000 * _common.percentile(latencies, 99),
+        "trials_per_s": len(latencies) / max(wall, 1e-9),
+        "load_s_median": _common.percentile(loads, 50),
+    }
+
+
+def _prefill(url: str, n: int, seed: int) -> None:
+    """Add ``n`` finished trials with hpsearch parameters, attributes and epoch values."""
     import optuna
 
     from hpsearch.space import sample_config
     from hpsearch.storage import get_storage
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", message="Heartbeat of storage")
-    space = _search_space()
-    study = optuna.load_study(
-        study_name=study_name,
-        storage=get_storage(url),
-        sampler=optuna.samplers.RandomSampler(seed=seed),
-    )
-    rng = random.Random(seed)
-    latencies = []
-    barrier.wait()
-    for _ in range(n_ops):
-        t0 = time.perf_counter()
-        trial = study.ask()
-        sample_config(trial, space)
-        study.tell(trial, rng.random())
-        latencies.append(time.perf_counter() - t0)
-    out.put(latencies)
-
-
-def _prefill(study: Any, n: int, seed: int) -> None:
-    """Add ``n`` finished trials with hpsearch parameters and 6 epochs of intermediate values."""
-    import optuna
-
-    from hpsearch.space import sample_config
 
     space = _search_space()
     scratch = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
@@ -83,13 +213,15 @@ def _prefill(study: Any, n: int, seed: int) -> None:
         sample_config(t, space)
         templates.append((t.params, t.distributions))
     rng = random.Random(seed)
-    trials = []
+    storage = get_storage(url, heartbeat=False)
+    study = optuna.load_study(study_name="bench", storage=storage)
+    batch = []
     for i in range(n):
         params, dists = templates[i % len(templates)]
         curve = sorted(rng.uniform(0.7, 0.9) for _ in range(6))
         pruned = rng.random() < 0.5
         curve = curve[: rng.randint(1, 3)] if pruned else curve
-        trials.append(
+        batch.append(
             optuna.trial.create_trial(
                 params=params,
                 distributions=dists,
@@ -101,202 +233,276 @@ def _prefill(study: Any, n: int, seed: int) -> None:
                 user_attrs={"hpsearch:epochs": len(curve), "hpsearch:host": "bench"},
             )
         )
-    study.add_trials(trials)
+        if len(batch) == 500:
+            study.add_trials(batch)
+            batch = []
+    study.add_trials(batch)
+    storage.engine.dispose()
 
 
-class _Backend:
-    """A database for one backend: URL of a fresh database, and how to drop it."""
+class _Database:
+    """A fresh database on one backend: its URL, and how to drop it."""
 
-    def __init__(self, name: str, tmp: Path) -> None:
-        self.name = name
-        self.db = f"hpsearch_bench_{uuid.uuid4().hex[:8]}"
-        self.tmp = tmp
-        self.url = ""
-
-    def create(self) -> None:
-        import sqlalchemy as sa
-
-        if self.name == "sqlite":
-            self.url = f"sqlite:///{self.tmp / 'bench.db'}"
-            return
-        admin = POSTGRES_ADMIN if self.name == "postgresql" else MARIADB_ADMIN
-        engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-        with engine.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {self.db}"))
-        engine.dispose()
+    def __init__(self, backend: str, tmp: Path) -> None:
+        self.backend = backend
+        self.name = f"hpsearch_bench_{uuid.uuid4().hex[:8]}"
         self.url = (
-            f"postgresql+psycopg2://postgres@127.0.0.1:5432/{self.db}"
-            if self.name == "postgresql"
-            else f"mysql+pymysql://root@127.0.0.1:3306/{self.db}"
+            f"sqlite:///{tmp / (self.name + '.db')}"
+            if backend == "sqlite"
+            else f"postgresql://postgres@127.0.0.1:5432/{self.name}"
+            if backend == "postgresql"
+            else f"mysql://root@127.0.0.1:3306/{self.name}"
         )
 
-    def drop(self) -> None:
+    def _admin(self, sql: str) -> None:
         import sqlalchemy as sa
 
-        if self.name == "sqlite" or not self.url:
-            return
-        admin = POSTGRES_ADMIN if self.name == "postgresql" else MARIADB_ADMIN
-        engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
+        admin = POSTGRES_ADMIN if self.backend == "postgresql" else MARIADB_ADMIN
+        engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
         with engine.connect() as conn:
-            if self.name == "postgresql":
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {self.db} WITH (FORCE)"))
-            else:
-                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {self.db}"))
+            conn.execute(sa.text(sql))
         engine.dispose()
 
+    def __enter__(self) -> _Database:
+        import optuna
 
-def _measure(url: str, study_name: str, workers: int, n_ops: int) -> list[float]:
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(workers)
-    out = ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=_worker,
-            args=(url, study_name, n_ops, 1000 + i, barrier, out),
-            daemon=True,
-        )
-        for i in range(workers)
-    ]
-    for p in procs:
-        p.start()
-    latencies: list[float] = []
-    for _ in procs:
-        latencies += out.get(timeout=900)
-    for p in procs:
-        p.join(timeout=60)
-        if p.exitcode != 0:
-            raise RuntimeError(f"a storage worker exited with code {p.exitcode}")
-    return latencies
+        from hpsearch.storage import get_storage
+
+        if self.backend != "sqlite":
+            self._admin(f"CREATE DATABASE {self.name}")
+        storage = get_storage(self.url, heartbeat=False)
+        optuna.create_study(study_name="bench", storage=storage)
+        storage.engine.dispose()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.backend == "postgresql":
+            self._admin(f"DROP DATABASE IF EXISTS {self.name} WITH (FORCE)")
+        elif self.backend == "mariadb":
+            self._admin(f"DROP DATABASE IF EXISTS {self.name}")
 
 
-def run_backend(
-    name: str, trial_counts: list[int], worker_counts: list[int], n_ops: int
-) -> dict[str, Any]:
-    """All cells of one backend; ``{"rows": [...]}`` or ``{"skipped": reason}``."""
+def _existing(url: str) -> int:
     import optuna
 
     from hpsearch.storage import get_storage
 
+    storage = get_storage(url, heartbeat=False)
+    n = len(optuna.load_study(study_name="bench", storage=storage).get_trials(deepcopy=False))
+    storage.engine.dispose()
+    return n
+
+
+def run_backend(
+    backend: str, sizes: list[int], worker_counts: list[int], trials: int
+) -> dict[str, Any]:
+    """All cells of one backend; ``{"rows": [...]}`` or ``{"skipped": reason}``."""
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hpsearch-storage-") as tmp:
-        backend = _Backend(name, Path(tmp))
         try:
-            backend.create()
-            storage = get_storage(backend.url, heartbeat=False)
+            db = _Database(backend, Path(tmp)).__enter__()
         except Exception as e:  # noqa: BLE001 - any connection problem means "skip"
             reason = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
-            print(f"[storage] {name}: skipped ({reason})", file=sys.stderr)
-            backend.drop()
+            print(f"[storage] {backend}: skipped ({reason})", file=sys.stderr)
             return {"skipped": reason}
-        rows = []
         try:
-            study = optuna.create_study(study_name="bench", storage=storage)
-            have = 0
-            for n in trial_counts:
+            for size in sizes:
                 t0 = time.perf_counter()
-                _prefill(study, max(0, n - have), seed=n)
+                _prefill(db.url, max(0, size - _existing(db.url)), seed=size)
                 fill_s = time.perf_counter() - t0
                 for workers in worker_counts:
-                    existing = len(study.get_trials(deepcopy=False))
-                    lat = _measure(backend.url, "bench", workers, n_ops)
-                    row = {
-                        "backend": name,
-                        "existing_trials": existing,
-                        "workers": workers,
-                        "ops": len(lat),
-                        "p50_ms": 1000 * _common.percentile(lat, 50),
-                        "p99_ms": 1000 * _common.percentile(lat, 99),
-                        "mean_ms": 1000 * sum(lat) / len(lat),
-                        "throughput_ops_s": len(lat) / max(1e-9, sum(lat) / workers),
-                        "prefill_s": fill_s,
-                    }
-                    rows.append(row)
-                    print(
-                        f"[storage] {name:10s} trials={existing:6d} workers={workers} "
-                        f"p50={row['p50_ms']:.1f} ms p99={row['p99_ms']:.1f} ms",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                have = len(study.get_trials(deepcopy=False))
+                    for mode in MODES:
+                        existing = _existing(db.url)
+                        row = _run_cell(mode, db.url, workers, max(trials, workers))
+                        row.update(
+                            backend=backend, size=size, existing_trials=existing, prefill_s=fill_s
+                        )
+                        rows.append(row)
+                        print(
+                            f"[storage] {backend:10s} trials={existing:6d} workers={workers:3d} "
+                            f"{mode:8s} {row['trials_per_s']:6.1f} trials/s "
+                            f"p50={row['p50_ms']:.0f} ms p99={row['p99_ms']:.0f} ms "
+                            f"load={row['load_s_median']:.1f} s errors={row['errors']}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
         finally:
-            storage.engine.dispose()
-            backend.drop()
+            db.__exit__()
     return {"rows": rows}
+
+
+def run_connection_limit(workers: int, trials_each: int) -> dict[str, Any]:
+    """``workers`` processes against PostgreSQL (max_connections 100), plain vs hpsearch."""
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(POSTGRES_ADMIN, poolclass=sa.pool.NullPool)
+        with engine.connect() as conn:
+            limit = int(conn.execute(sa.text("SHOW max_connections")).scalar() or 0)
+        engine.dispose()
+    except Exception as e:  # noqa: BLE001
+        return {"skipped": f"PostgreSQL not reachable: {str(e).splitlines()[0][:160]}"}
+    rows = []
+    for mode in MODES:
+        with _Database("postgresql", Path(tempfile.gettempdir())) as db:
+            env = {"HPSEARCH_DB_POOL": "0"} if mode == "hpsearch" else {}
+            row = _run_cell(mode, db.url, workers, workers * trials_each, env)
+            row["max_connections"] = limit
+            rows.append(row)
+            print(
+                f"[storage] {workers} workers vs max_connections={limit}: {mode:8s} "
+                f"{row['trials']} trials, {row['errors']} errors "
+                f"{row['error_examples'][:1]} {row['trials_per_s']:.1f} trials/s",
+                file=sys.stderr,
+                flush=True,
+            )
+    return {"rows": rows, "max_connections": limit}
+
+
+def _markdown(meta: dict[str, Any], results: dict[str, Any], limit: dict[str, Any]) -> str:
+    md = _common.header("storage: many workers on one study database", meta)
+    md += (
+        f"\nOne trial = 12 sampled parameters, 9 user attributes, {EPOCHS} reports with a "
+        "pruning check each, then the result; RandomSampler; no training. *plain* = Optuna "
+        "defaults (`storage=URL`, `study.optimize`); *hpsearch* = hpsearch's worker loop on "
+        "`hpsearch.storage.get_storage` (heartbeats, one connection per process, retries, one "
+        "commit for a trial's parameters and attributes). Same trials, same run, forked "
+        "worker processes. *load s*: a worker's start (load the study, read every existing "
+        "trial into Optuna's cache, one warm-up trial), median over workers. Latency and "
+        "trials/s after all workers are warm. 2 cores: beyond 2 workers the machine is "
+        "CPU-bound, so trials/s measures the CPU cost per trial of client and server "
+        "together.\n\n"
+    )
+    rows = [r for res in results.values() for r in res.get("rows", [])]
+    cells: dict[tuple[str, int, int], dict[str, dict[str, Any]]] = {}
+    for r in rows:
+        cells.setdefault((r["backend"], r["size"], r["workers"]), {})[r["mode"]] = r
+    table_rows = []
+    for (backend, size, workers), by_mode in cells.items():
+        plain, ours = by_mode.get("plain"), by_mode.get("hpsearch")
+        if not plain or not ours:
+            continue
+        table_rows.append(
+            (
+                backend,
+                f"{size:,}",
+                workers,
+                f"{plain['trials_per_s']:.1f}",
+                f"{ours['trials_per_s']:.1f}",
+                f"**{ours['trials_per_s'] / max(plain['trials_per_s'], 1e-9):.2f}**",
+                f"{plain['p50_ms']:.0f} / {plain['p99_ms']:.0f}",
+                f"{ours['p50_ms']:.0f} / {ours['p99_ms']:.0f}",
+                f"{plain['load_s_median']:.1f} / {ours['load_s_median']:.1f}",
+                f"{plain['errors']} / {ours['errors']}",
+            )
+        )
+    md += _common.table(
+        [
+            "backend",
+            "existing trials",
+            "workers",
+            "plain trials/s",
+            "hpsearch trials/s",
+            "ratio",
+            "plain p50/p99 ms",
+            "hpsearch p50/p99 ms",
+            "load s plain/hpsearch",
+            "errors plain/hpsearch",
+        ],
+        table_rows,
+    )
+    for name, res in results.items():
+        if "skipped" in res:
+            md += f"\n{name}: skipped ({res['skipped']}).\n"
+    if "rows" in limit:
+        md += (
+            f"\n### {limit['rows'][0]['workers']} workers, PostgreSQL with max_connections = "
+            f"{limit['max_connections']}\n\n"
+        )
+        md += _common.table(
+            ["mode", "trials done", "failed operations", "first error", "trials/s"],
+            [
+                (
+                    r["mode"] + (" (HPSEARCH_DB_POOL=0)" if r["mode"] == "hpsearch" else ""),
+                    r["trials"],
+                    r["errors"],
+                    (r["error_examples"] or ["–"])[0][:90],
+                    f"{r['trials_per_s']:.1f}",
+                )
+                for r in limit["rows"]
+            ],
+        )
+    elif limit:
+        md += f"\nConnection-limit part: skipped ({limit.get('skipped')}).\n"
+    return md
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes, ≈ 1-2 minutes")
+    parser.add_argument("--quick", action="store_true", help="small sizes, ≈ 2 minutes")
     parser.add_argument(
         "--backends",
         default="sqlite,postgresql,mariadb",
         help="comma-separated subset of sqlite,postgresql,mariadb",
     )
-    parser.add_argument("--trials", help="existing trial counts, e.g. 0,1000,5000")
-    parser.add_argument("--workers", help="concurrent worker processes, e.g. 1,2,4,8")
-    parser.add_argument("--ops", type=int, help="ask+tell operations per worker")
+    parser.add_argument("--sizes", help="existing trial counts on PostgreSQL, e.g. 1000,5000")
+    parser.add_argument(
+        "--other-sizes",
+        help="existing trial counts on SQLite and MariaDB (default 1000: the full grid of "
+        "sizes on every backend takes over an hour on 2 cores)",
+    )
+    parser.add_argument("--workers", help="concurrent worker processes, e.g. 1,8,32")
+    parser.add_argument("--trials", type=int, help="trials per cell (all workers together)")
+    parser.add_argument(
+        "--limit-workers", type=int, help="workers for the connection-limit part (0: skip)"
+    )
     args = parser.parse_args(argv)
-    trial_counts = [
-        int(x) for x in (args.trials or ("0,300" if args.quick else "0,1000,5000")).split(",")
+    other_sizes = [
+        int(x) for x in (args.other_sizes or ("300" if args.quick else "1000")).split(",")
+    ]
+    sizes = [
+        int(x) for x in (args.sizes or ("300" if args.quick else "1000,5000,20000")).split(",")
     ]
     worker_counts = [
-        int(x) for x in (args.workers or ("1,4" if args.quick else "1,2,4,8")).split(",")
+        int(x) for x in (args.workers or ("1,8" if args.quick else "1,8,32")).split(",")
     ]
-    n_ops = args.ops or (20 if args.quick else 60)
+    trials = args.trials or (40 if args.quick else 160)
+    limit_workers = (
+        args.limit_workers if args.limit_workers is not None else (0 if args.quick else 200)
+    )
 
-    warnings.filterwarnings("ignore", category=Warning, module="optuna")
+    warnings.filterwarnings("ignore")
     import optuna
+
+    import hpsearch.space  # noqa: F401 - imported once, before the workers fork
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
     results = {
-        name: run_backend(name, trial_counts, worker_counts, n_ops)
-        for name in args.backends.split(",")
+        b: run_backend(b, sizes if b == "postgresql" else other_sizes, worker_counts, trials)
+        for b in args.backends.split(",")
     }
+    limit = run_connection_limit(limit_workers, 2) if limit_workers else {}
     meta = _common.meta(
         time.perf_counter() - started,
         mode="quick" if args.quick else "full",
-        n_ops_per_worker=n_ops,
+        trials_per_cell=trials,
         sampler="RandomSampler",
     )
-    rows = [r for res in results.values() for r in res.get("rows", [])]
-    md = _common.header("storage: ask+tell latency vs trials and workers", meta)
-    md += (
-        f"\nOne operation = `study.ask()` + hpsearch `sample_config` (12 parameters) + "
-        f"`study.tell()`, through `hpsearch.storage.get_storage`; RandomSampler (storage cost "
-        f"only); {n_ops} operations per worker process, all workers started together. "
-        "Latency is per operation; throughput is operations per second of all workers "
-        "together. CPU-bound on this machine beyond 2 workers (2 cores). The p99 includes "
-        "each worker's first operation after `load_study`, which reads all existing trials "
-        "into Optuna's cache (seconds at 5,000 trials); later operations read only new "
-        "trials, so p50 stays flat.\n\n"
-    )
-    md += _common.table(
-        ["backend", "existing trials", "workers", "p50 ms", "p99 ms", "ops/s (all workers)"],
-        [
-            (
-                r["backend"],
-                r["existing_trials"],
-                r["workers"],
-                f"{r['p50_ms']:.1f}",
-                f"{r['p99_ms']:.1f}",
-                f"{r['throughput_ops_s']:.1f}",
-            )
-            for r in rows
-        ],
-    )
-    for name, res in results.items():
-        if "skipped" in res:
-            md += f"\n{name}: skipped ({res['skipped']}).\n"
     _common.write_results(
-        "storage_quick" if args.quick else "storage", md, {"meta": meta, "results": results}
+        "storage_quick" if args.quick else "storage",
+        _markdown(meta, results, limit),
+        {"meta": meta, "results": results, "connection_limit": limit},
     )
-    key = [
-        r for r in rows if r["backend"] == "sqlite" and r["workers"] == min(worker_counts)
-    ] or rows
-    if not key:
-        _common.result_line("storage_p50_ms", "nan")
+    rows = results.get("postgresql", {}).get("rows", [])
+    top = [r for r in rows if r["workers"] == max(worker_counts)]
+    top = [r for r in top if r["size"] == max(sizes)]
+    by_mode = {r["mode"]: r for r in top}
+    if len(by_mode) < 2:
+        _common.result_line("storage_pg_ratio", "nan")
         return 1
-    _common.result_line(f"storage_{key[-1]['backend']}_p50_ms", f"{key[-1]['p50_ms']:.1f}")
+    ratio = by_mode["hpsearch"]["trials_per_s"] / max(by_mode["plain"]["trials_per_s"], 1e-9)
+    _common.result_line(f"storage_pg_ratio_{max(worker_counts)}", f"{ratio:.2f}")
     return 0
 
 

@@ -37,14 +37,51 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 _state = {"debug": False}
 
+
+def _warn_password_on_command_line(ctx: typer.Context, url: str | None) -> str | None:
+    """Other users see a command line in `ps`: say where the password belongs instead.
+
+    (`submit` refuses such a URL with its own error unless the password has another way in.)
+    """
+    from hpsearch.storage import has_password
+
+    if url and has_password(url) and ctx.info_name != "submit":
+        err.print(
+            "[yellow]warning: the --storage URL carries a password, which other users of "
+            "this machine can read in `ps`. Put it in ~/.pgpass (PostgreSQL), ~/.my.cnf "
+            "(MariaDB) or $HPSEARCH_DB_PASSWORD and leave it out of the URL"
+        )
+    return url
+
+
 StorageOpt = Annotated[
     str | None,
     typer.Option(
         "--storage",
-        help="SQLAlchemy URL of the study database, e.g. sqlite:///hpsearch.db or "
-        "postgresql://user@host/db (keep passwords in ~/.pgpass or $HPSEARCH_DB_PASSWORD). "
-        "Default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db.",
+        help="SQLAlchemy URL of the study database: sqlite:///hpsearch.db, "
+        "postgresql://user@host:5432/db (or postgresql+psycopg://...) or "
+        "mysql+pymysql://user@host:3306/db. Keep passwords in ~/.pgpass, ~/.my.cnf or "
+        "$HPSEARCH_DB_PASSWORD. Default: $HPSEARCH_STORAGE, else sqlite:///hpsearch.db.",
         show_default=False,
+        callback=_warn_password_on_command_line,
+    ),
+]
+
+
+def _set_checkpoint_dir(path: Path | None) -> Path | None:
+    if path is not None:
+        os.environ["HPSEARCH_CHECKPOINT_DIR"] = str(path.resolve())
+    return path
+
+
+CheckpointDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--checkpoint-dir",
+        help="Folder for per-epoch checkpoints, on a filesystem every node sees "
+        "(default: $HPSEARCH_CHECKPOINT_DIR, else runs/<study>/checkpoints).",
+        show_default=False,
+        callback=_set_checkpoint_dir,
     ),
 ]
 SpecArg = Annotated[Path, typer.Argument(help="Study file, e.g. studies/fashion_mnist.toml.")]
@@ -135,6 +172,7 @@ def worker(
         float | None,
         typer.Option(help="Start no new trial after this many seconds (default: spec)."),
     ] = None,
+    checkpoint_dir: CheckpointDirOpt = None,
 ) -> None:
     """Run trials of a study until its budget is reached (what each Slurm array task runs).
 
@@ -154,14 +192,18 @@ def run(
     threads_per_worker: Annotated[
         int | None, typer.Option(min=1, help="CPU threads per worker (default: cores/workers).")
     ] = None,
+    checkpoint_dir: CheckpointDirOpt = None,
 ) -> None:
     """Launch a study and run it with local worker processes, showing live progress.
 
     Ends with the leaderboard. Ctrl-C stops cleanly; run the same command again to continue.
     """
     from hpsearch.local import run_local
+    from hpsearch.storage import warn_if_many_sqlite_workers
 
     launched = _launch(spec_file, storage)
+    if warning := warn_if_many_sqlite_workers(launched.storage_url, workers):
+        err.print(f"[yellow]warning: {warning}")
     result = run_local(
         launched.spec.name,
         launched.storage_url,

@@ -12,6 +12,16 @@ def runs_dir() -> Path:
     return Path(os.environ.get("HPSEARCH_RUNS_DIR", "runs"))
 
 
+def checkpoint_dir(study: str) -> Path:
+    """Checkpoints of ``study``: ``$HPSEARCH_CHECKPOINT_DIR/<study>``, else under the runs folder.
+
+    On a cluster it must be on a filesystem that every node sees, so that a requeued or retried
+    trial finds the checkpoint of the worker that ran it before.
+    """
+    root = os.environ.get("HPSEARCH_CHECKPOINT_DIR")
+    return Path(root) / study if root else runs_dir() / study / "checkpoints"
+
+
 def where_am_i() -> dict[str, str]:
     """Host, Slurm job/array ids and GPU of this process (recorded on every trial)."""
     env = os.environ

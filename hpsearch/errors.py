@@ -31,6 +31,14 @@ class NanLossError(HpsearchError, ArithmeticError):
     """Training diverged: the loss became NaN or infinite."""
 
 
+class TrialTimeoutError(HpsearchError, TimeoutError):
+    """A trial's training passed its time limit (``budget.trial_timeout_s``)."""
+
+
+class BudgetReachedError(HpsearchError):
+    """Another worker started the study's last trial at the same moment: this one is surplus."""
+
+
 class Preempted(KeyboardInterrupt):
     """The worker got SIGTERM/SIGUSR1 (Slurm preemption, time limit, scancel, Ctrl-C).
 

@@ -1,15 +1,16 @@
 """One trial: sample a config, build the CNN, train epoch by epoch, report, prune, checkpoint.
 
 Every epoch the trial reports validation accuracy to Optuna (step = epochs run) and saves a
-checkpoint (model + optimizer state) under ``runs/<study>/checkpoints/trial_<n>/``. A retried
-trial (after preemption or a dead worker) resumes from the checkpoint of the trial it retries,
-so at most the epoch in flight is lost. Test accuracy is measured only for completed trials and
+checkpoint (model + optimizer state) under ``runs/<study>/checkpoints/trial_<n>/`` (or
+``$HPSEARCH_CHECKPOINT_DIR/<study>/trial_<n>/``). A retried trial (after preemption or a dead
+worker) resumes from the checkpoint of the trial it retries, so at most the epoch in flight is
+lost. Test accuracy is measured only for completed trials and
 only recorded, never returned to Optuna.
 
 Trial user attrs (all ``hpsearch:*``): ``epochs``, ``wall_time_s``, ``n_params``,
 ``test_accuracy``, ``config``, ``seed``, ``fail_reason`` (``nan``, ``oom``, ``preempted``,
-``exception``), ``error``, and where the trial ran (``host``, ``slurm_job_id``,
-``slurm_array_task_id``, ``gpu``).
+``timeout``, ``budget``, ``exception``), ``error``, and where the trial ran (``host``, ``pid``,
+``slurm_job_id``, ``slurm_array_task_id``, ``gpu``).
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ import numpy as np
 import optuna
 
 from hpsearch.data import Splits, load_splits
-from hpsearch.env import log_prefix, runs_dir, where_am_i
-from hpsearch.errors import NanLossError
+from hpsearch.env import checkpoint_dir, log_prefix, where_am_i
+from hpsearch.errors import BudgetReachedError, NanLossError, TrialTimeoutError
 from hpsearch.model import build_model, compile_model
 from hpsearch.preemption import raise_if_stop_requested
 from hpsearch.space import sample_config
@@ -119,6 +120,13 @@ def _optimizer_vars(model: keras.Model, build: bool = False) -> list[Any]:
     return list(optimizer.variables)
 
 
+def _free_accelerator_memory() -> None:
+    """Drop Keras' global state after an out-of-memory error, so the next trial fits."""
+    import keras
+
+    keras.backend.clear_session()
+
+
 def pruning_callback(trial: optuna.Trial, monitor: str = MONITOR) -> Any:
     """optuna-integration's Keras callback with step = epochs run, raising on a missing metric.
 
@@ -150,19 +158,46 @@ class _Progress:
         return self.time_before + time.monotonic() - self.started
 
 
+def injected_fault(trial_number: int) -> str | None:
+    """The fault ``$HPSEARCH_INJECT_FAULT`` asks for in this trial, e.g. ``oom@3`` → ``"oom"``.
+
+    For tests of failure handling: a GPU running out of memory cannot happen on a CPU machine.
+    """
+    for item in os.environ.get("HPSEARCH_INJECT_FAULT", "").split(","):
+        kind, _, number = item.strip().partition("@")
+        if kind == "oom" and number.isdigit() and int(number) == trial_number:
+            return kind
+    return None
+
+
+def _out_of_memory_error() -> Exception:
+    """The error the Keras backend raises when the accelerator runs out of memory."""
+    import keras
+
+    message = "OOM when allocating tensor with shape[512,4096] (HPSEARCH_INJECT_FAULT)"
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.errors.ResourceExhaustedError(None, None, message)
+    return RuntimeError(f"RESOURCE_EXHAUSTED: Out of memory: {message}")  # JAX's wording
+
+
 def _epoch_callbacks(
-    trial: optuna.Trial, checkpoint: Checkpoint, progress: _Progress
+    trial: optuna.Trial, checkpoint: Checkpoint, progress: _Progress, timeout_s: float | None
 ) -> tuple[Any, Any]:
     import keras
 
     prefix = f"[{log_prefix()} trial {trial.number}]"
+    fault = injected_fault(trial.number)
 
     class EpochGuard(keras.callbacks.Callback):  # type: ignore[misc]
-        """Raise on a NaN loss, count and log the epoch."""
+        """Raise on a NaN loss (or an injected fault), count and log the epoch."""
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
             logs = logs or {}
             loss = float(logs.get("loss", math.nan))
+            if fault == "oom":
+                raise _out_of_memory_error()
             if not math.isfinite(loss):
                 raise NanLossError(f"loss became {loss} in epoch {epoch + 1}")
             progress.epochs = epoch + 1
@@ -178,7 +213,8 @@ def _epoch_callbacks(
     class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
         """Save the checkpoint after the epoch was reported (and not pruned).
 
-        Then stop if a stop signal arrived whose exception Python lost (hpsearch.preemption).
+        Then stop if a stop signal arrived whose exception Python lost (hpsearch.preemption),
+        or if the trial passed its time limit (``budget.trial_timeout_s``).
         """
 
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -187,18 +223,29 @@ def _epoch_callbacks(
                 CheckpointState(progress.epochs, progress.wall_time(), progress.val_accuracy),
             )
             raise_if_stop_requested()
+            if timeout_s is not None and progress.wall_time() > timeout_s:
+                raise TrialTimeoutError(
+                    f"trial time limit budget.trial_timeout_s = {timeout_s:g} s passed after "
+                    f"epoch {epoch + 1} ({progress.wall_time():.0f} s)"
+                )
 
     return EpochGuard(), Checkpointer()
 
 
 def classify_failure(error: BaseException) -> str:
-    """Cause of a failed trial: ``preempted``, ``nan``, ``oom`` or ``exception``."""
+    """Cause of a failed trial: ``preempted``, ``nan``, ``oom``, ``timeout`` or ``exception``."""
     if isinstance(error, KeyboardInterrupt):  # Preempted, or Ctrl-C
         return "preempted"
     if isinstance(error, NanLossError):
         return "nan"
+    if isinstance(error, TrialTimeoutError):
+        return "timeout"
+    if isinstance(error, BudgetReachedError):
+        return "budget"
     text = f"{type(error).__name__} {error}".lower()
-    if "resourceexhausted" in text or "out of memory" in text or isinstance(error, MemoryError):
+    if isinstance(error, MemoryError) or any(
+        s in text for s in ("resourceexhausted", "resource_exhausted", "out of memory", "oom ")
+    ):
         return "oom"
     return "exception"
 
@@ -217,7 +264,7 @@ class Objective:
     ) -> None:
         self.spec = spec
         self._splits = splits
-        self.folder = folder or runs_dir() / spec.name / "checkpoints"
+        self.folder = folder or checkpoint_dir(spec.name)
         self.current_trial_id: int | None = None
 
     @property
@@ -229,6 +276,14 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         self.current_trial_id = trial._trial_id
+        if self._is_surplus(trial):
+            message = (
+                f"trial {trial.number} is beyond the budget of {self.spec.budget.n_trials} "
+                "trials (other workers started the last ones at the same moment); not trained"
+            )
+            trial.set_user_attr("hpsearch:fail_reason", "budget")
+            trial.set_user_attr("hpsearch:error", message)
+            raise BudgetReachedError(message)
         config = sample_config(trial, self.spec.search)
         system_attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
         root = int(system_attrs.get("failed_trial", trial.number))
@@ -262,7 +317,9 @@ class Objective:
                     state.epochs_done,
                 )
             trial.set_user_attr("hpsearch:n_params", int(model.count_params()))
-            guard, checkpointer = _epoch_callbacks(trial, checkpoint, progress)
+            guard, checkpointer = _epoch_callbacks(
+                trial, checkpoint, progress, self.spec.budget.trial_timeout_s
+            )
             model.fit(
                 splits.x_train,
                 splits.y_train,
@@ -293,7 +350,25 @@ class Objective:
             trial.set_user_attr("hpsearch:wall_time_s", progress.wall_time())
             if reason != "preempted":
                 checkpoint.remove()
+            if reason == "oom":
+                _free_accelerator_memory()
             raise
+
+    def _is_surplus(self, trial: optuna.Trial) -> bool:
+        """True if ``budget.n_trials`` trials that are not failed were created before this one.
+
+        Workers check the budget before asking for a trial, but two can ask at once for the
+        last one. Trial numbers are assigned one at a time, so ranking by number is exact.
+        """
+        backend = getattr(trial.storage, "_backend", trial.storage)
+        if hasattr(backend, "count_live_trials_before"):  # hpsearch's storage: a fresh count
+            alive = backend.count_live_trials_before(trial.study._study_id, trial.number)
+        else:
+            alive = sum(
+                t.state != optuna.trial.TrialState.FAIL and t.number < trial.number
+                for t in trial.study.get_trials(deepcopy=False)
+            )
+        return alive >= self.spec.budget.n_trials
 
     def _finish(self, trial: optuna.Trial, checkpoint: Checkpoint, progress: _Progress) -> None:
         trial.set_user_attr("hpsearch:epochs", progress.epochs)

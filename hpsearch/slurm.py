@@ -252,7 +252,7 @@ def script_storage_url(url: str) -> tuple[str, list[str]]:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from hpsearch.storage import mask_url
+    from hpsearch.storage import mask_url, mysql_option_file
 
     try:
         parsed = make_url(url)
@@ -275,14 +275,19 @@ def script_storage_url(url: str) -> tuple[str, list[str]]:
         return parsed.render_as_string(hide_password=False), []
     pgpass = Path(os.environ.get("PGPASSFILE", Path.home() / ".pgpass"))
     has_pgpass = parsed.drivername.startswith("postgresql") and pgpass.is_file()
-    if not (os.environ.get("HPSEARCH_DB_PASSWORD") or has_pgpass):
+    option_file = mysql_option_file() if parsed.drivername.startswith("mysql") else None
+    if not (os.environ.get("HPSEARCH_DB_PASSWORD") or has_pgpass or option_file):
         raise SubmissionError(
             f"the storage URL carries a password, which must not go into a job script. "
-            f"Received: {mask_url(url)}. Put it in ~/.pgpass (PostgreSQL) or export "
-            "HPSEARCH_DB_PASSWORD, and drop it from the URL. Example: "
+            f"Received: {mask_url(url)}. Put it in ~/.pgpass (PostgreSQL), ~/.my.cnf "
+            "(MariaDB) or export HPSEARCH_DB_PASSWORD, and drop it from the URL. Example: "
             "--storage postgresql://me@db.example.org/hpsearch"
         )
-    source = "$HPSEARCH_DB_PASSWORD" if os.environ.get("HPSEARCH_DB_PASSWORD") else str(pgpass)
+    source = (
+        "$HPSEARCH_DB_PASSWORD"
+        if os.environ.get("HPSEARCH_DB_PASSWORD")
+        else str(option_file or pgpass)
+    )
     clean = parsed._replace(password=None).render_as_string(hide_password=False)  # set() keeps it
     return clean, [f"password removed from the storage URL in the job script; jobs use {source}"]
 

@@ -185,11 +185,16 @@ class DataSpec(_Strict):
 
 
 class BudgetSpec(_Strict):
-    """How much to search: trials (complete or pruned), epochs per trial, wall time per worker."""
+    """How much to search: trials (complete or pruned), epochs per trial, wall time per worker.
+
+    ``trial_timeout_s`` fails a trial (reason ``timeout``) whose training time passes it,
+    checked after every epoch.
+    """
 
     n_trials: int = Field(gt=0, examples=[100])
     max_epochs: int = Field(gt=0, examples=[30])
     timeout_s: float | None = Field(None, gt=0, examples=[3600])
+    trial_timeout_s: float | None = Field(None, gt=0, examples=[1800])
     max_consecutive_failures: int = Field(5, gt=0)
 
 

@@ -24,7 +24,7 @@ from hpsearch.env import log_prefix
 from hpsearch.errors import HpsearchError, Preempted
 from hpsearch.objective import Objective
 from hpsearch.preemption import stop_requested, stop_signals
-from hpsearch.storage import retry_callback
+from hpsearch.storage import HEARTBEAT_INTERVAL_S, retry_callback
 from hpsearch.study import budget_state, load_study
 
 _logger = logging.getLogger(__name__)
@@ -77,10 +77,14 @@ def run_worker(
     index = default_worker_index() if worker_index is None else worker_index
     study, spec = load_study(study_name, storage_url, worker_index=index)
     objective = Objective(spec)
+    optimize_logger = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _QuietSurplusTrials) for f in optimize_logger.filters):
+        optimize_logger.addFilter(_QuietSurplusTrials())
     _freeze_startup_objects()
     timeout_s = timeout_s or spec.budget.timeout_s
     started = time.monotonic()
     trials_run = failures_in_a_row = 0
+    next_stale_check = 0.0
     _logger.info("[%s] worker %d started on study %s", log_prefix(), index, study_name)
     with stop_signals():
         while True:
@@ -90,8 +94,13 @@ def run_worker(
                 return _stopped(trials_run, f"ran its {n_trials} trial(s)")
             if timeout_s is not None and time.monotonic() - started >= timeout_s:
                 return _stopped(trials_run, f"timeout of {timeout_s:g} s reached")
-            _fail_stale_trials(study)  # a dead worker's trial must not hold the budget
+            if time.monotonic() >= next_stale_check:  # a dead worker's trial must not hold
+                _fail_stale_trials(study)  # the budget; it goes stale after the grace period
+                next_stale_check = time.monotonic() + HEARTBEAT_INTERVAL_S
             budget = budget_state(study, spec)
+            if budget.exhausted and budget.running:  # unless a running one's worker is dead
+                _fail_stale_trials(study)
+                budget = budget_state(study, spec)
             if budget.exhausted:
                 return _stopped(trials_run, f"study budget of {budget.n_trials} trials reached")
             objective.current_trial_id = None
@@ -102,6 +111,8 @@ def run_worker(
                 return _stopped(trials_run, f"preempted ({e})", preempted=True)
             trials_run += 1
             trial = _trial(study, objective.current_trial_id)
+            if trial is not None and trial.user_attrs.get("hpsearch:fail_reason") == "budget":
+                return _stopped(trials_run - 1, "study budget reached (surplus trial)")
             if trial is not None and trial.state == TrialState.FAIL:
                 failures_in_a_row += 1
                 if failures_in_a_row >= spec.budget.max_consecutive_failures:
@@ -111,6 +122,13 @@ def run_worker(
                     )
             else:
                 failures_in_a_row = 0
+
+
+class _QuietSurplusTrials(logging.Filter):
+    """Drop Optuna's traceback for a surplus trial: it is expected, and the worker says why."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "BudgetReachedError" not in record.getMessage()
 
 
 def _freeze_startup_objects() -> None:

@@ -155,7 +155,10 @@ def postgres_url() -> Iterator[str]:
     admin = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
     _ensure_server(admin, PG_START, "PostgreSQL at 127.0.0.1:5432")
     name = f"hpsearch_test_{uuid.uuid4().hex[:8]}"
-    engine = sqlalchemy.create_engine(admin, isolation_level="AUTOCOMMIT")
+    # No pooled connection: the server may be restarted by a test in between.
+    engine = sqlalchemy.create_engine(
+        admin, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool
+    )
     with engine.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
     yield f"postgresql://postgres@127.0.0.1:5432/{name}"  # bare, as users write it
@@ -173,13 +176,65 @@ def mysql_url() -> Iterator[str]:
     admin = "mysql+pymysql://root@127.0.0.1:3306/test"
     _ensure_server(admin, MARIADB_START, "MariaDB at 127.0.0.1:3306")
     name = f"hpsearch_test_{uuid.uuid4().hex[:8]}"
-    engine = sqlalchemy.create_engine(admin)
+    engine = sqlalchemy.create_engine(admin, poolclass=sqlalchemy.pool.NullPool)
     with engine.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
     yield f"mysql://root@127.0.0.1:3306/{name}"  # bare, as users write it
     with engine.connect() as conn:
         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
     engine.dispose()
+
+
+POSTGRES_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+MARIADB_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"
+BACKENDS = [
+    "sqlite",
+    pytest.param("postgresql", marks=pytest.mark.postgres),
+    pytest.param("mariadb", marks=pytest.mark.mysql),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh study database for this test on each backend, removed afterwards.
+
+    SQLite: a file in the test's tmp folder. PostgreSQL/MariaDB: a new database on the local
+    server (started if it is down and we are root, else the test skips saying why).
+    """
+    backend = request.param
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'study.db'}"
+        return
+    import sqlalchemy
+
+    name = f"hpsearch_test_{uuid.uuid4().hex[:8]}"
+    if backend == "postgresql":
+        pytest.importorskip("psycopg2", reason="psycopg2 missing: run `make install`")
+        _ensure_server(POSTGRES_ADMIN, PG_START, "PostgreSQL at 127.0.0.1:5432")
+        engine = sqlalchemy.create_engine(
+            POSTGRES_ADMIN, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool
+        )
+        url, drop = f"postgresql://postgres@127.0.0.1:5432/{name}", " WITH (FORCE)"
+    else:
+        pytest.importorskip("pymysql", reason="pymysql missing: run `make install`")
+        _ensure_server(MARIADB_ADMIN, MARIADB_START, "MariaDB at 127.0.0.1:3306")
+        engine = sqlalchemy.create_engine(
+            MARIADB_ADMIN, isolation_level="AUTOCOMMIT", poolclass=sqlalchemy.pool.NullPool
+        )
+        url, drop = f"mysql://root@127.0.0.1:3306/{name}", ""
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    try:
+        yield url
+    finally:
+        _ensure_server(
+            POSTGRES_ADMIN if backend == "postgresql" else MARIADB_ADMIN,
+            PG_START if backend == "postgresql" else MARIADB_START,
+            backend,
+        )
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}{drop}")
+        engine.dispose()
 
 
 SLURM_RECIPE = Path(__file__).resolve().parent / "slurm" / "slurm-single-node.sh"

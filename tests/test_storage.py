@@ -1,11 +1,24 @@
-"""Storage URLs: precedence, masking, and clear errors that never show a password."""
+"""Storage URLs: precedence, masking, clear errors that never show a password, and the
+storage's own behaviour (one connection, retries across an outage, SQLite under contention).
+"""
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
 import pytest
+import sqlalchemy
+from optuna.trial import TrialState
 
 from hpsearch.errors import StorageError
 from hpsearch.storage import DEFAULT_STORAGE, get_storage, mask_url, resolve_url
+from tests.conftest import MARIADB_ADMIN, POSTGRES_ADMIN, run_cli
 
 
 def test_url_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -30,10 +43,15 @@ def test_unreachable_database_error_hides_password() -> None:
     with pytest.raises(StorageError) as info:
         get_storage("postgresql://alice:s3cret@127.0.0.1:1/optuna")
     message = str(info.value)
-    assert message.startswith("cannot open storage postgresql://alice:***@127.0.0.1:1/optuna")
+    assert message.startswith(
+        "storage postgresql://alice:***@127.0.0.1:1/optuna: cannot reach the database server "
+        "at 127.0.0.1:1 ("
+    )
+    assert message.endswith("Fix: is the database server running and reachable at 127.0.0.1:1? "
+                            "Check host and port")  # fmt: skip
     assert "s3cret" not in message and "\n" not in message
     # A bare postgresql:// URL uses the installed psycopg2 and gets as far as connecting.
-    assert "connection" in message.lower() and "driver" not in message
+    assert "connection refused" in message.lower() and "driver" not in message
 
 
 def test_password_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,3 +68,197 @@ def test_missing_driver_says_what_to_install() -> None:
     assert "database driver is not installed" in message
     assert "pip install 'hpsearch[postgres]'" in message
     assert "s3cret" not in message and "\n" not in message
+
+
+def test_password_on_the_command_line_gets_a_warning() -> None:
+    result = run_cli(
+        "launch", "studies/smoke.toml", "--storage", "postgresql://a:s3cret@127.0.0.1:1/x"
+    )
+    assert result.returncode == 1
+    assert "warning: the --storage URL carries a password, which other users" in result.stderr
+    assert "s3cret" not in result.stderr
+
+
+def test_unsupported_database_is_named() -> None:
+    with pytest.raises(StorageError, match="unsupported database 'oracle'. Use sqlite:///"):
+        get_storage("oracle://scott@db/orcl")
+
+
+# --- against the real servers: one line, exit code 1, password masked, nothing written -----
+
+
+@pytest.fixture
+def pg_db() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database name (dropped afterwards)."""
+    from tests.conftest import PG_START, _ensure_server
+
+    _ensure_server(POSTGRES_ADMIN, PG_START, "PostgreSQL at 127.0.0.1:5432")
+    name = f"hpsearch_test_{uuid.uuid4().hex[:8]}"
+    engine = sqlalchemy.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name}")
+    yield name
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    engine.dispose()
+
+
+def launch_error(url: str) -> str:
+    """The one stderr line of `hpsearch launch` with $HPSEARCH_STORAGE = url."""
+    result = run_cli("launch", "studies/smoke.toml", env={"HPSEARCH_STORAGE": url}, timeout=120)
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: storage "), result.stderr
+    assert "Traceback" not in result.stderr and "s3cret" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        (
+            "postgresql://postgres:s3cret@127.0.0.1:1/test",
+            "cannot reach the database server at 127.0.0.1:1",
+        ),
+        (
+            "postgresql+psycopg://nobody:s3cret@127.0.0.1:5432/test",
+            "login refused for user 'nobody' (",
+        ),
+        (
+            "postgresql://postgres:s3cret@127.0.0.1:5432/no_such_db",
+            "database 'no_such_db' does not exist (",
+        ),
+    ],
+    ids=["unreachable", "wrong-login", "missing-database"],
+)
+def test_postgresql_connection_errors_are_one_clear_line(url: str, expected: str) -> None:
+    from tests.conftest import PG_START, _ensure_server
+
+    _ensure_server(POSTGRES_ADMIN, PG_START, "PostgreSQL at 127.0.0.1:5432")
+    line = launch_error(url)
+    assert f"storage {mask_url(url)}: {expected}" in line
+    assert "Fix: " in line
+
+
+@pytest.mark.mysql
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        (
+            "mysql+pymysql://root:s3cret@127.0.0.1:1/test",
+            "cannot reach the database server at 127.0.0.1:1",
+        ),
+        ("mysql://root:s3cret@127.0.0.1:3306/test", "login refused for user 'root' ("),
+        ("mysql://root@127.0.0.1:3306/no_such_db", "database 'no_such_db' does not exist ("),
+    ],
+    ids=["unreachable", "wrong-password", "missing-database"],
+)
+def test_mariadb_connection_errors_are_one_clear_line(url: str, expected: str) -> None:
+    from tests.conftest import MARIADB_START, _ensure_server
+
+    _ensure_server(MARIADB_ADMIN, MARIADB_START, "MariaDB at 127.0.0.1:3306")
+    line = launch_error(url)
+    assert f"storage {mask_url(url)}: {expected}" in line
+
+
+@pytest.mark.postgres
+def test_psycopg3_url_works_and_a_worker_holds_one_connection(pg_db: str) -> None:
+    storage = get_storage(f"postgresql+psycopg://postgres@127.0.0.1:5432/{pg_db}")
+    study = optuna.create_study(storage=storage, study_name="one")
+    for _ in range(5):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        study.tell(trial, 0.5)
+    admin = sqlalchemy.create_engine(POSTGRES_ADMIN)
+    with admin.connect() as conn:
+        names = conn.exec_driver_sql(
+            f"SELECT application_name FROM pg_stat_activity WHERE datname = '{pg_db}'"
+        ).scalars()
+        assert list(names) == [f"hpsearch {socket.gethostname()}:{os.getpid()}"]
+    admin.dispose()
+    storage.engine.dispose()
+
+
+@pytest.mark.postgres
+def test_operations_wait_out_dropped_connections(pg_db: str) -> None:
+    """Every server-side connection is killed (as in a restart): the next operation retries."""
+    storage = get_storage(f"postgresql://postgres@127.0.0.1:5432/{pg_db}")
+    study = optuna.create_study(storage=storage, study_name="outage")
+    admin = sqlalchemy.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        killed = conn.exec_driver_sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE datname = '{pg_db}'"
+        ).scalar()
+    admin.dispose()
+    assert killed == 1
+    trial = study.ask()
+    study.tell(trial, 1.0)
+    assert [t.value for t in study.trials] == [1.0]
+    storage.engine.dispose()
+
+
+def test_gives_up_after_the_retry_time_with_one_clear_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HPSEARCH_DB_RETRY_S", "1")
+    db = tmp_path / "gone.db"
+    storage = get_storage(f"sqlite:///{db}")
+    study = optuna.create_study(storage=storage, study_name="gone")
+    storage.engine.dispose()
+    db.unlink()
+    (tmp_path / "gone.db").mkdir()  # the path can no longer be opened as a database
+    with pytest.raises(StorageError) as info:
+        study.ask()
+    message = str(info.value)
+    assert message.startswith(f"lost the connection to storage sqlite:///{db} for 1 s (")
+    assert "Its trial resumes from its last checkpoint" in message and "\n" not in message
+    with pytest.raises(StorageError):  # later calls fail at once instead of waiting again
+        study.ask()
+
+
+def _hammer(url: str, n: int) -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name="locks", storage=get_storage(url))
+    for _ in range(n):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.report(0.5, 1)
+        study.tell(trial, 0.5)
+
+
+def test_sqlite_never_says_database_is_locked_with_several_workers(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'locks.db'}"
+    optuna.create_study(storage=get_storage(url), study_name="locks")
+    ctx = mp.get_context("spawn")  # not fork: TensorFlow may be loaded in this process
+    procs = [ctx.Process(target=_hammer, args=(url, 40)) for _ in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0] * 6
+    trials = optuna.load_study(study_name="locks", storage=url).trials
+    assert len(trials) == 240 and sorted(t.number for t in trials) == list(range(240))
+
+
+def test_buffered_writes_to_a_trial_finished_elsewhere_are_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two workers notice the same dead worker's trial; the slower one must not crash.
+
+    Regression: the slower worker's buffered ``fail_reason`` went to a trial the other had
+    already failed, and writing it recursed until RecursionError.
+    """
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    mine, theirs = get_storage(url), get_storage(url)
+    study = optuna.create_study(storage=mine, study_name="race")
+    trial = study.ask()
+    mine.set_trial_user_attr(trial._trial_id, "hpsearch:fail_reason", "timeout")  # buffered
+    theirs.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+    with caplog.at_level("WARNING", logger="hpsearch.storage"):
+        assert mine.get_trial(trial._trial_id).state == TrialState.FAIL
+    assert "already finished by another worker; dropping 1 buffered writes" in caplog.text
+    assert mine.get_trial_user_attrs(trial._trial_id) == {}
+    study.tell(study.ask(), 1.0)  # and the storage goes on working
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]

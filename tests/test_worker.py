@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from optuna.trial import TrialState
@@ -86,14 +87,16 @@ def start_worker(name: str, url: str, env: dict[str, str] | None = None) -> subp
 
 
 def wait_for_epochs(name: str, trial: int, at_least: int, timeout: float = 120) -> int:
-    state = Path(os.environ["HPSEARCH_RUNS_DIR"]) / name / "checkpoints" / f"trial_{trial}"
+    """Epochs in the trial's checkpoint (the .npz a resume reads) once it has ``at_least``."""
+    folder = Path(os.environ["HPSEARCH_RUNS_DIR"]) / name / "checkpoints" / f"trial_{trial}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            done = json.loads((state / "state.json").read_text())["epochs_done"]
+            with np.load(folder / "checkpoint.npz") as data:
+                done = json.loads(str(data["state"]))["epochs_done"]
             if done >= at_least:
                 return int(done)
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, EOFError):
             pass
         time.sleep(0.2)
     raise AssertionError(f"no checkpoint with {at_least} epochs within {timeout} s")
@@ -235,3 +238,23 @@ def test_interrupted_run_requeues_and_rerun_finishes(
     study, _ = load_study("c", sqlite_url)
     assert study.trials[1].state == TrialState.COMPLETE
     assert sorted(study.trials[1].intermediate_values) == list(range(1, 8))
+
+
+def test_trial_past_its_time_limit_fails_with_reason_timeout(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    path = tmp_path / "slow.toml"
+    text = slow_trial_spec("slow", train_subset=300, max_epochs=3)
+    path.write_text(text.replace("max_epochs = 3", "max_epochs = 3\ntrial_timeout_s = 0.001"))
+    launch(path, sqlite_url)
+    result = run_worker("slow", sqlite_url, n_trials=1, worker_index=0)
+    assert result.trials_run == 1
+    study, _ = load_study("slow", sqlite_url)
+    (trial,) = study.trials
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["hpsearch:fail_reason"] == "timeout"
+    assert (
+        "budget.trial_timeout_s = 0.001 s passed after epoch 1"
+        in trial.user_attrs["hpsearch:error"]
+    )
+    assert trial.user_attrs["hpsearch:epochs"] == 1
