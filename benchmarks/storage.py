@@ -139,6 +139,7 @@ def _worker(
     except Exception as e:  # noqa: BLE001 - counted, not raised: the cell goes on
         result["errors"].append(_error_text(e))
     barrier.wait()
+    cpu0 = time.process_time()
     if not result["errors"]:
         for _ in range(n_trials):
             t0 = time.perf_counter()
@@ -149,6 +150,7 @@ def _worker(
                 break
             result["latencies"].append(time.perf_counter() - t0)
     result["end"] = time.time()
+    result["cpu_s"] = time.process_time() - cpu0  # this process, all its threads
     out.put(result)
 
 
@@ -159,8 +161,36 @@ def _error_text(error: BaseException) -> str:
     return text
 
 
+def _server_cpu_s(backend: str) -> float:
+    """CPU seconds the local database server has used so far (0 for SQLite, no server).
+
+    PostgreSQL: every ``postgres`` process plus what the postmaster's exited children (the
+    backends of closed connections) used. MariaDB: the ``mariadbd`` process, all threads.
+    """
+    names = {"postgresql": ("postgres",), "mariadb": ("mariadbd", "mysqld")}.get(backend, ())
+    ticks = 0
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() not in names:
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        if fields[1] == "1":  # the postmaster: its reaped children too
+            ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _run_cell(
-    mode: str, url: str, workers: int, trials: int, env: dict[str, str] | None = None
+    mode: str,
+    url: str,
+    workers: int,
+    trials: int,
+    env: dict[str, str] | None = None,
+    backend: str = "",
 ) -> dict[str, Any]:
     ctx = mp.get_context("fork")
     barrier = ctx.Barrier(workers + 1)
@@ -178,13 +208,16 @@ def _run_cell(
         p.start()
     barrier.wait(timeout=1800)
     start = time.time()
+    server_cpu0 = _server_cpu_s(backend)
     results = [out.get(timeout=1800) for _ in procs]
+    server_cpu = _server_cpu_s(backend) - server_cpu0
     for p in procs:
         p.join(timeout=60)
     latencies = [lat for r in results for lat in r["latencies"]]
     errors = [e for r in results for e in r["errors"]]
     loads = [r["load_s"] for r in results if r["load_s"] is not None]
     wall = max(r["end"] for r in results) - start
+    n_done = len(latencies)
     return {
         "mode": mode,
         "workers": workers,
@@ -195,6 +228,8 @@ def _run_cell(
         "p99_ms": 1000 * _common.percentile(latencies, 99),
         "trials_per_s": len(latencies) / max(wall, 1e-9),
         "load_s_median": _common.percentile(loads, 50),
+        "client_cpu_ms": 1000 * sum(r.get("cpu_s", 0.0) for r in results) / max(n_done, 1),
+        "server_cpu_ms": 1000 * server_cpu / max(n_done, 1),
     }
 
 
@@ -313,7 +348,9 @@ def run_backend(
                 for workers in worker_counts:
                     for mode in MODES:
                         existing = _existing(db.url)
-                        row = _run_cell(mode, db.url, workers, max(trials, workers))
+                        row = _run_cell(
+                            mode, db.url, workers, max(trials, workers), backend=backend
+                        )
                         row.update(
                             backend=backend, size=size, existing_trials=existing, prefill_s=fill_s
                         )
@@ -322,7 +359,9 @@ def run_backend(
                             f"[storage] {backend:10s} trials={existing:6d} workers={workers:3d} "
                             f"{mode:8s} {row['trials_per_s']:6.1f} trials/s "
                             f"p50={row['p50_ms']:.0f} ms p99={row['p99_ms']:.0f} ms "
-                            f"load={row['load_s_median']:.1f} s errors={row['errors']}",
+                            f"load={row['load_s_median']:.1f} s errors={row['errors']} "
+                            f"cpu/trial client={row['client_cpu_ms']:.0f} ms "
+                            f"server={row['server_cpu_ms']:.0f} ms",
                             file=sys.stderr,
                             flush=True,
                         )
@@ -346,7 +385,7 @@ def run_connection_limit(workers: int, trials_each: int) -> dict[str, Any]:
     for mode in MODES:
         with _Database("postgresql", Path(tempfile.gettempdir())) as db:
             env = {"HPSEARCH_DB_POOL": "0"} if mode == "hpsearch" else {}
-            row = _run_cell(mode, db.url, workers, workers * trials_each, env)
+            row = _run_cell(mode, db.url, workers, workers * trials_each, env, "postgresql")
             row["max_connections"] = limit
             rows.append(row)
             print(

@@ -20,6 +20,7 @@ What a worker gets (:class:`ResilientStorage`):
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import logging
@@ -30,7 +31,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Container, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,12 +40,13 @@ import optuna
 import sqlalchemy
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from hpsearch.errors import StorageError
+from hpsearch.trial_loading import TrialLoader
 
 _logger = logging.getLogger(__name__)
 
@@ -198,6 +200,11 @@ def _backoff_delays(first_s: float = 0.5, cap_s: float = 10.0) -> Iterator[float
         delay = min(delay * 2, cap_s)
 
 
+def _server_full(reason: str) -> bool:
+    """The server refused a connection because it has max_connections already."""
+    return "too many" in reason.lower()  # PostgreSQL: clients; MariaDB: connections
+
+
 def _retrying(method: F) -> F:
     """Retry ``method`` with backoff while the database is unreachable (bounded time)."""
 
@@ -206,6 +213,7 @@ def _retrying(method: F) -> F:
         if self._gave_up is not None:
             raise StorageError(self._gave_up)
         deadline = None
+        full = False
         delays = _backoff_delays()
         while True:
             try:
@@ -223,12 +231,23 @@ def _retrying(method: F) -> F:
                 now = time.monotonic()
                 if deadline is None:
                     deadline = now + self.retry_s
-                    _logger.warning(
-                        "storage %s unreachable (%s); retrying for up to %d s",
-                        self.masked_url,
-                        _reason(e, self._password),
-                        self.retry_s,
-                    )
+                    full = _server_full(_reason(e))
+                    if full:  # busy, not broken: retry soon, and say so once per process
+                        delays = _backoff_delays(cap_s=1.0)
+                        if not self._said_full:
+                            self._said_full = True
+                            _logger.info(
+                                "storage %s has no free connection (%s); waiting for one",
+                                self.masked_url,
+                                _reason(e, self._password),
+                            )
+                    else:
+                        _logger.warning(
+                            "storage %s unreachable (%s); retrying for up to %d s",
+                            self.masked_url,
+                            _reason(e, self._password),
+                            self.retry_s,
+                        )
                 if now >= deadline:
                     self._gave_up = (
                         f"lost the connection to storage {self.masked_url} for "
@@ -239,7 +258,7 @@ def _retrying(method: F) -> F:
                     raise StorageError(self._gave_up) from e
                 time.sleep(min(next(delays), max(0.0, deadline - now)))
                 continue
-            if deadline is not None:
+            if deadline is not None and not full:
                 _logger.warning("storage %s reachable again", self.masked_url)
             return result
 
@@ -265,11 +284,13 @@ class ResilientStorage(optuna.storages.RDBStorage):
         self.masked_url = masked_url
         self._password = make_url(url).password
         self._gave_up: str | None = None
+        self._said_full = False
         # The heartbeat thread starts with each trial and writes at once, while the main thread
         # writes too: taking turns keeps the process on one connection.
         self._one_at_a_time = threading.RLock()
         self._pending: list[tuple[int, str, tuple[Any, ...]]] = []
         self._last_refresh: dict[int, float] = {}
+        self._loader = TrialLoader()
         super().__init__(url, skip_compatibility_check=True, **kwargs)
         self._check_schema()
         if self.engine.dialect.name == "sqlite":
@@ -354,20 +375,48 @@ class ResilientStorage(optuna.storages.RDBStorage):
         if attrs:
             session.execute(_upsert_user_attrs(self.engine.name, trial_id, attrs))
 
-    def _get_trials(self, study_id: int, *args: Any, **kwargs: Any) -> list[Any]:
-        """Trials of a study; Optuna's cache asks for news at most every ``REFRESH_S``, and
-        after this process finished a trial.
+    def _get_trials(
+        self,
+        study_id: int,
+        states: Container[TrialState] | None = None,
+        included_trial_ids: set[int] | None = None,
+        trial_id_greater_than: int = -1,
+        *,
+        _from_cache: bool = True,
+    ) -> list[FrozenTrial]:
+        """Trials of a study, read as plain rows (:mod:`hpsearch.trial_loading`).
 
-        The cache calls this (with keywords) before every sampling and every pruning check,
-        and each call reads all running trials of every worker again: with many workers that
-        is most of the database's work. Between refreshes the cache's view is used.
+        Optuna's cache calls this before every sampling and every pruning check, and each
+        call reads all running trials of every worker again: with many workers that is most
+        of the database's and the client's work. So the cache gets news at most every
+        ``REFRESH_S`` (and at once after this process finished a trial); in between it uses
+        what it has.
         """
-        if "trial_id_greater_than" in kwargs:
+        if _from_cache:
             now = time.monotonic()
             if now - self._last_refresh.get(study_id, -REFRESH_S) < REFRESH_S:
                 return []
             self._last_refresh[study_id] = now
-        return super()._get_trials(study_id, *args, **kwargs)
+        with _create_scoped_session(self.scoped_session) as session:
+            models.StudyModel.find_or_raise_by_id(study_id, session)
+            return self._loader.load_trials(
+                session, study_id, states, included_trial_ids or set(), trial_id_greater_than
+            )
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        """One trial, read as plain rows (:mod:`hpsearch.trial_loading`)."""
+        with _create_scoped_session(self.scoped_session) as session:
+            return self._loader.load_trial(session, trial_id)
+
+    def get_all_trials(
+        self,
+        study_id: int,
+        deepcopy: bool = True,
+        states: Container[TrialState] | None = None,
+    ) -> list[FrozenTrial]:
+        """All trials of a study, always read fresh."""
+        trials = self._get_trials(study_id, states, set(), -1, _from_cache=False)
+        return copy.deepcopy(trials) if deepcopy else trials
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
         """Optuna's, and the next read of the study is fresh: this process sees its own
@@ -509,7 +558,7 @@ def get_storage(url: str | None = None, *, heartbeat: bool = True) -> ResilientS
         }
     retry_s = float(os.environ.get("HPSEARCH_DB_RETRY_S", "600"))
     deadline = time.monotonic() + retry_s
-    delays = _backoff_delays()
+    delays = _backoff_delays(cap_s=1.0)  # for a full server: a connection frees up soon
     try:
         while True:
             try:
@@ -524,7 +573,7 @@ def get_storage(url: str | None = None, *, heartbeat: bool = True) -> ResilientS
                     )
             except SQLAlchemyError as e:
                 # A full server ("too many clients") is busy, not wrong: wait for a free slot.
-                if "too many" not in _reason(e).lower() or time.monotonic() > deadline:
+                if not _server_full(_reason(e)) or time.monotonic() > deadline:
                     raise
                 time.sleep(next(delays))
     except ImportError as e:

@@ -10,6 +10,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -262,3 +263,53 @@ def test_buffered_writes_to_a_trial_finished_elsewhere_are_dropped(
     assert mine.get_trial_user_attrs(trial._trial_id) == {}
     study.tell(study.ask(), 1.0)  # and the storage goes on working
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+
+
+def _comparable(trials: list[optuna.trial.FrozenTrial]) -> list[dict[str, Any]]:
+    """FrozenTrials as dicts, NaN made comparable (NaN != NaN)."""
+    return [{k: repr(v) if "intermediate" in k else v for k, v in vars(t).items()} for t in trials]
+
+
+def test_trials_read_as_rows_equal_optunas_own_reading(db_url: str) -> None:
+    """hpsearch reads trials with plain SQL (faster); the result must be what Optuna reads."""
+    storage = get_storage(db_url)
+    study = optuna.create_study(storage=storage, study_name="same", direction="maximize")
+    for i in range(7):
+        trial = study.ask()
+        trial.suggest_float("lr", 1e-5, 1e-1, log=True)
+        trial.suggest_int("filters", 16, 128, step=16)
+        trial.suggest_categorical("opt", ["adam", "sgd", None])
+        trial.set_user_attr("config", {"layers": [1, 2], "name": f"t{i}"})
+        storage.set_trial_system_attr(trial._trial_id, "sys", i)
+        for step, value in enumerate([0.5, float("nan"), float("inf"), -float("inf")][: i % 5]):
+            trial.report(value, step)
+        if i in (0, 1):
+            study.tell(trial, 0.25 * i)
+        elif i == 2:
+            study.tell(trial, float("-inf"))
+        elif i == 3:
+            study.tell(trial, state=TrialState.PRUNED)
+        elif i == 4:
+            study.tell(trial, state=TrialState.FAIL)
+        # 5 and 6 stay RUNNING
+    multi = optuna.create_study(storage=storage, directions=["minimize", "maximize"])
+    multi.tell(multi.ask(), [1.0, float("inf")])
+    storage.get_trial(trial._trial_id)  # writes what is buffered
+    optunas = optuna.storages.RDBStorage._get_trials
+    for study_id in (study._study_id, multi._study_id):
+        for states, included, greater_than in [
+            (None, set(), -1),
+            ((TrialState.COMPLETE, TrialState.PRUNED), set(), -1),
+            (None, {1, 3}, 4),
+            (None, set(), 5),
+        ]:
+            ours = storage._get_trials(study_id, states, included, greater_than, _from_cache=False)
+            theirs = optunas(storage, study_id, states, included, greater_than)
+            assert _comparable(ours) == _comparable(theirs)
+            assert ours  # the comparison is not vacuous
+    for t in study.trials + multi.trials:
+        ours = storage.get_trial(t._trial_id)
+        theirs = optuna.storages.RDBStorage.get_trial(storage, t._trial_id)
+        assert _comparable([ours]) == _comparable([theirs])
+    with pytest.raises(KeyError):
+        storage.get_trial(10_000)
