@@ -398,6 +398,13 @@ def run_connection_limit(workers: int, trials_each: int) -> dict[str, Any]:
     return {"rows": rows, "max_connections": limit}
 
 
+def _cpu(row: dict[str, Any]) -> str:
+    if "client_cpu_ms" not in row:
+        return "–"
+    server = f"{row['server_cpu_ms']:.0f}" if row["backend"] != "sqlite" else "(in client)"
+    return f"{row['client_cpu_ms']:.0f} + {server}"
+
+
 def _markdown(meta: dict[str, Any], results: dict[str, Any], limit: dict[str, Any]) -> str:
     md = _common.header("storage: many workers on one study database", meta)
     md += (
@@ -410,7 +417,9 @@ def _markdown(meta: dict[str, Any], results: dict[str, Any], limit: dict[str, An
         "trial into Optuna's cache, one warm-up trial), median over workers. Latency and "
         "trials/s after all workers are warm. 2 cores: beyond 2 workers the machine is "
         "CPU-bound, so trials/s measures the CPU cost per trial of client and server "
-        "together.\n\n"
+        "together. *CPU ms/trial*: the worker processes' CPU time (all threads) and the "
+        "database server's (its processes in /proc), per trial; on a cluster the workers "
+        "run on their own nodes and only the server's share is shared.\n\n"
     )
     rows = [r for res in results.values() for r in res.get("rows", [])]
     cells: dict[tuple[str, int, int], dict[str, dict[str, Any]]] = {}
@@ -431,6 +440,8 @@ def _markdown(meta: dict[str, Any], results: dict[str, Any], limit: dict[str, An
                 f"**{ours['trials_per_s'] / max(plain['trials_per_s'], 1e-9):.2f}**",
                 f"{plain['p50_ms']:.0f} / {plain['p99_ms']:.0f}",
                 f"{ours['p50_ms']:.0f} / {ours['p99_ms']:.0f}",
+                _cpu(plain),
+                _cpu(ours),
                 f"{plain['load_s_median']:.1f} / {ours['load_s_median']:.1f}",
                 f"{plain['errors']} / {ours['errors']}",
             )
@@ -445,6 +456,8 @@ def _markdown(meta: dict[str, Any], results: dict[str, Any], limit: dict[str, An
             "ratio",
             "plain p50/p99 ms",
             "hpsearch p50/p99 ms",
+            "plain CPU ms/trial client + server",
+            "hpsearch CPU ms/trial client + server",
             "load s plain/hpsearch",
             "errors plain/hpsearch",
         ],
