@@ -133,13 +133,12 @@ def _key_figure(name: str, data: dict[str, Any]) -> str:
             return figure + ("; mean time to target: " + ", ".join(times) if times else "")
         if name == "storage":
             rows = [r for res in data["results"].values() for r in res.get("rows", [])]
-            top = max(r["workers"] for r in rows)
-            size = max(r["size"] for r in rows)
-            cell = {
-                r["mode"]: r["trials_per_s"]
-                for r in rows
-                if (r["backend"], r["workers"], r["size"]) == ("postgresql", top, size)
-            }
+            rows = [r for r in rows if r["backend"] == "postgresql" and "died" not in r]
+            modes: dict[tuple[int, int], dict[str, float]] = {}
+            for r in rows:
+                modes.setdefault((r["workers"], r["size"]), {})[r["mode"]] = r["trials_per_s"]
+            top, size = max(k for k, v in modes.items() if len(v) == 2)
+            cell = modes[(top, size)]
             figure = (
                 f"PostgreSQL, {top} workers, {size:,} trials: hpsearch "
                 f"{cell['hpsearch']:.1f} vs plain Optuna {cell['plain']:.1f} trials/s "

@@ -184,6 +184,26 @@ def _server_cpu_s(backend: str) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+class _WorkersDied(RuntimeError):
+    """A worker process was killed (the kernel's out-of-memory killer, usually)."""
+
+
+def _until(ready: Any, procs: list[Any], timeout_s: float = 1800) -> None:
+    """Wait until ``ready()``; raise _WorkersDied as soon as a worker was killed."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        dead = [p.exitcode for p in procs if p.exitcode not in (None, 0)]
+        if dead:
+            raise _WorkersDied(
+                f"{len(dead)} worker(s) killed (exit code {dead[0]}; -9 = out of memory: "
+                f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB "
+                "on this machine)"
+            )
+        if time.monotonic() > deadline:
+            raise _WorkersDied(f"no progress for {timeout_s:g} s")
+        time.sleep(0.2)
+
+
 def _run_cell(
     mode: str,
     url: str,
@@ -206,11 +226,21 @@ def _run_cell(
     ]
     for p in procs:
         p.start()
-    barrier.wait(timeout=1800)
-    start = time.time()
-    server_cpu0 = _server_cpu_s(backend)
-    results = [out.get(timeout=1800) for _ in procs]
-    server_cpu = _server_cpu_s(backend) - server_cpu0
+    try:
+        _until(lambda: barrier.n_waiting >= workers, procs)
+        barrier.wait(timeout=60)
+        start = time.time()
+        server_cpu0 = _server_cpu_s(backend)
+        results = []
+        while len(results) < workers:
+            _until(lambda: not out.empty(), procs)
+            results.append(out.get())
+        server_cpu = _server_cpu_s(backend) - server_cpu0
+    except _WorkersDied as e:
+        for p in procs:
+            p.kill()
+        print(f"[storage] {mode} {workers} workers: {e}", file=sys.stderr, flush=True)
+        return {"mode": mode, "workers": workers, "died": str(e)}
     for p in procs:
         p.join(timeout=60)
     latencies = [lat for r in results for lat in r["latencies"]]
@@ -355,6 +385,8 @@ def run_backend(
                             backend=backend, size=size, existing_trials=existing, prefill_s=fill_s
                         )
                         rows.append(row)
+                        if "died" in row:
+                            continue
                         print(
                             f"[storage] {backend:10s} trials={existing:6d} workers={workers:3d} "
                             f"{mode:8s} {row['trials_per_s']:6.1f} trials/s "
@@ -388,6 +420,8 @@ def run_connection_limit(workers: int, trials_each: int) -> dict[str, Any]:
             row = _run_cell(mode, db.url, workers, workers * trials_each, env, "postgresql")
             row["max_connections"] = limit
             rows.append(row)
+            if "died" in row:
+                continue
             print(
                 f"[storage] {workers} workers vs max_connections={limit}: {mode:8s} "
                 f"{row['trials']} trials, {row['errors']} errors "
@@ -396,6 +430,10 @@ def run_connection_limit(workers: int, trials_each: int) -> dict[str, Any]:
                 flush=True,
             )
     return {"rows": rows, "max_connections": limit}
+
+
+def _num(row: dict[str, Any], key: str, fmt: str = "{:.0f}") -> str:
+    return "killed" if "died" in row else fmt.format(row[key])
 
 
 def _cpu(row: dict[str, Any]) -> str:
@@ -426,24 +464,30 @@ def _markdown(meta: dict[str, Any], results: dict[str, Any], limit: dict[str, An
     for r in rows:
         cells.setdefault((r["backend"], r["size"], r["workers"]), {})[r["mode"]] = r
     table_rows = []
+    notes: list[str] = []
     for (backend, size, workers), by_mode in cells.items():
         plain, ours = by_mode.get("plain"), by_mode.get("hpsearch")
         if not plain or not ours:
             continue
+        died = [f"{m} ({r['died']})" for m, r in by_mode.items() if "died" in r]
+        if died:
+            notes.append(f"{backend}, {size:,} trials, {workers} workers: " + "; ".join(died))
         table_rows.append(
             (
                 backend,
                 f"{size:,}",
                 workers,
-                f"{plain['trials_per_s']:.1f}",
-                f"{ours['trials_per_s']:.1f}",
-                f"**{ours['trials_per_s'] / max(plain['trials_per_s'], 1e-9):.2f}**",
-                f"{plain['p50_ms']:.0f} / {plain['p99_ms']:.0f}",
-                f"{ours['p50_ms']:.0f} / {ours['p99_ms']:.0f}",
+                _num(plain, "trials_per_s", "{:.1f}"),
+                _num(ours, "trials_per_s", "{:.1f}"),
+                "–" if died else f"**{ours['trials_per_s'] / plain['trials_per_s']:.2f}**",
+                _num(plain, "p50_ms") + " / " + _num(plain, "p99_ms"),
+                _num(ours, "p50_ms") + " / " + _num(ours, "p99_ms"),
                 _cpu(plain),
                 _cpu(ours),
-                f"{plain['load_s_median']:.1f} / {ours['load_s_median']:.1f}",
-                f"{plain['errors']} / {ours['errors']}",
+                _num(plain, "load_s_median", "{:.1f}")
+                + " / "
+                + _num(ours, "load_s_median", "{:.1f}"),
+                _num(plain, "errors", "{}") + " / " + _num(ours, "errors", "{}"),
             )
         )
     md += _common.table(
@@ -463,6 +507,8 @@ def _markdown(meta: dict[str, Any], results: dict[str, Any], limit: dict[str, An
         ],
         table_rows,
     )
+    for note in notes:
+        md += f"\nKilled: {note}.\n"
     for name, res in results.items():
         if "skipped" in res:
             md += f"\n{name}: skipped ({res['skipped']}).\n"
@@ -548,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = results.get("postgresql", {}).get("rows", [])
     top = [r for r in rows if r["workers"] == max(worker_counts)]
-    top = [r for r in top if r["size"] == max(sizes)]
+    top = [r for r in top if r["size"] == max(sizes) and "died" not in r]
     by_mode = {r["mode"]: r for r in top}
     if len(by_mode) < 2:
         _common.result_line("storage_pg_ratio", "nan")
