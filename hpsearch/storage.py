@@ -46,7 +46,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from hpsearch.errors import StorageError
-from hpsearch.trial_loading import TrialLoader
+from hpsearch.trial_loading import STORED_AS_UTC, TrialLoader
 
 _logger = logging.getLogger(__name__)
 
@@ -459,11 +459,8 @@ class ResilientStorage(optuna.storages.RDBStorage):
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         stale = super()._get_stale_trial_ids(study_id)
         grace = self.grace_period or 2 * (self.heartbeat_interval or 60)
-        started = getattr(models.TrialModel, "_datetime_start_utc", None)  # Optuna >= 5: UTC
-        if started is None:
-            started, now = models.TrialModel.datetime_start, datetime.now()
-        else:
-            now = datetime.now(timezone.utc).replace(tzinfo=None)
+        started = models.TrialModel.__table__.c.datetime_start  # as stored: see trial_loading
+        now = datetime.now(timezone.utc).replace(tzinfo=None) if STORED_AS_UTC else datetime.now()
         cutoff = now - timedelta(seconds=grace)
         with _create_scoped_session(self.scoped_session) as session:
             silent = (

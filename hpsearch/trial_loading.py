@@ -23,12 +23,12 @@ from optuna.trial import FrozenTrial, TrialState
 _CHUNK = 500
 """Trial ids per ``IN (...)`` of the related tables (what SQLAlchemy's selectinload uses)."""
 
-_UTC_COLUMNS = hasattr(models.TrialModel, "_datetime_start_utc")
+STORED_AS_UTC = hasattr(models.TrialModel, "_datetime_start_utc")
 """Optuna >= 5 stores naive UTC datetimes and shows them as local time (as here)."""
 
 
 def _local(value: datetime | None) -> datetime | None:
-    if value is None or not _UTC_COLUMNS:
+    if value is None or not STORED_AS_UTC:
         return value
     return value.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)
 
