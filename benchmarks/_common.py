@@ -30,6 +30,9 @@ PACKAGES = (
     "keras",
     "tensorflow",
     "jax",
+    "jaxlib",
+    "jax-cuda13-plugin",
+    "jax-cuda12-plugin",
     "keras-tuner",
     "sqlalchemy",
     "psycopg2-binary",
@@ -63,12 +66,29 @@ def gpus() -> list[str]:
     ]
 
 
+def gpu_driver() -> str | None:
+    """NVIDIA driver version (``nvidia-smi``), or None without a GPU or driver."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    return lines[0] if lines else None
+
+
 def machine() -> dict[str, Any]:
-    """CPU model, core count, GPUs, OS and host, as recorded with every result."""
+    """CPU model, core count, GPUs and their driver, OS and host (recorded with every result)."""
+    found = gpus()
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "gpus": gpus(),
+        "gpus": found,
+        "gpu_driver": gpu_driver() if found else None,
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "host": platform.node(),
@@ -83,6 +103,13 @@ def versions(packages: Iterable[str] = PACKAGES) -> dict[str, str]:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             found[name] = "not installed"
+    if found.get("hpsearch") == "not installed":  # imported from the checkout (PYTHONPATH)
+        try:
+            import hpsearch
+
+            found["hpsearch"] = f"{hpsearch.__version__} (checkout)"
+        except ImportError:
+            pass
     return found
 
 
@@ -92,19 +119,27 @@ def now() -> str:
 
 
 def command_line() -> str:
-    """The command that ran this benchmark, relative to the repository root."""
+    """The command that ran this benchmark, relative to the repository root.
+
+    The interpreter is written as ``.venv/bin/python`` when it is the repository's virtual
+    environment, else as it was called (e.g. ``python3`` with packages on ``PYTHONPATH``).
+    """
     script = Path(sys.argv[0]).resolve()
     try:
         script_text = str(script.relative_to(REPO_ROOT))
     except ValueError:
         script_text = str(script)
-    return shlex.join([".venv/bin/python", script_text, *sys.argv[1:]])
+    venv = REPO_ROOT / ".venv"
+    python = ".venv/bin/python" if Path(sys.prefix).resolve() == venv.resolve() else "python3"
+    return shlex.join([python, script_text, *sys.argv[1:]])
 
 
 def header(title: str, meta: dict[str, Any]) -> str:
     """The common head of a results section: command, machine, date, versions."""
     m = meta["machine"]
     gpu = ", ".join(m["gpus"]) if m["gpus"] else "none"
+    if m.get("gpu_driver"):
+        gpu += f", driver {m['gpu_driver']}"
     pkgs = ", ".join(f"{k} {v}" for k, v in meta["versions"].items() if v != "not installed")
     return (
         f"## {title}\n\n"
@@ -112,7 +147,7 @@ def header(title: str, meta: dict[str, Any]) -> str:
         f"- Machine: {m['cpu']}, {m['cores']} cores, GPU: {gpu} "
         f"({m['os']}, Python {m['python']})\n"
         f"- Date: {meta['date']}, run time {meta['runtime_s']:.0f} s\n"
-        f"- Versions: {pkgs}\n"
+        f"- Versions: {pkgs}\n" + "".join(f"- Note: {note}\n" for note in meta.get("notes", []))
     )
 
 

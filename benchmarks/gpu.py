@@ -12,7 +12,8 @@ Without an NVIDIA GPU (``nvidia-smi -L`` lists none) it prints why, writes nothi
 ``RESULT gpu=skipped`` and exits 0.
 
     .venv/bin/python benchmarks/gpu.py --quick    # ≈ 4 min on a GPU
-    .venv/bin/python benchmarks/gpu.py            # full: ≈ 20 min on a GPU
+    .venv/bin/python benchmarks/gpu.py            # full: ≈ 18 min on a GPU (7.5 min on an
+                                                  # H100 with --limit-s 120)
 
 The last line is ``RESULT gpu_trials_per_hour_best=<value>`` or ``RESULT gpu=skipped``.
 """
@@ -20,6 +21,7 @@ The last line is ``RESULT gpu_trials_per_hour_best=<value>`` or ``RESULT gpu=ski
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import statistics
@@ -91,6 +93,8 @@ def epoch_child(batch_sizes: list[int], timed_epochs: int) -> dict[str, Any]:
 
 
 def epoch_times(backend: str, batch_sizes: list[int], timed_epochs: int) -> dict[str, Any]:
+    if importlib.util.find_spec(backend) is None:
+        return {"backend": backend, "skipped": "not installed here (not measured)"}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
         env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
@@ -141,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timed-epochs", type=int, help="timed epochs after one warm-up")
     parser.add_argument("--workers", help="workers per GPU, e.g. 1,2,4")
     parser.add_argument("--limit-s", type=float, help="seconds per worker-count run")
+    parser.add_argument(
+        "--note", action="append", default=[], help="a line for the results' header (repeatable)"
+    )
     args = parser.parse_args(argv)
     batch_sizes = [
         int(b) for b in (args.batch_sizes or ("128" if args.quick else "32,128,256")).split(",")
@@ -165,6 +172,22 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+    reduced = []
+    if not args.quick:
+        full = {
+            "batch sizes": "32,128,256",
+            "timed epochs": 3,
+            "workers": "1,2,4",
+            "limit per worker count": "300 s",
+        }
+        used = {
+            "batch sizes": ",".join(map(str, batch_sizes)),
+            "timed epochs": timed_epochs,
+            "workers": ",".join(map(str, workers)),
+            "limit per worker count": f"{limit_s:g} s",
+        }
+        reduced = [f"{k} {used[k]} instead of {v}" for k, v in full.items() if used[k] != v]
+
     started = time.perf_counter()
     epochs = [epoch_times(b, batch_sizes, timed_epochs) for b in ("tensorflow", "jax")]
     with tempfile.TemporaryDirectory(prefix="hpsearch-gpu-") as tmp:
@@ -178,8 +201,12 @@ def main(argv: list[str] | None = None) -> int:
         batch_sizes=batch_sizes,
         timed_epochs=timed_epochs,
         limit_s=limit_s,
+        reduced=reduced,
+        notes=args.note,
     )
-    md = _common.header(f"gpu: throughput on {gpus[0]} (GPU results)", meta)
+    title = f"gpu: throughput on {gpus[0]} (GPU results"
+    title += f"; reduced full mode: {', '.join(reduced)})" if reduced else ")"
+    md = _common.header(title, meta)
     md += (
         "\nEpoch time of the workshop CNN (1,199,882 parameters) on 54,000 Fashion-MNIST "
         f"training images + 6,000 validation images, median of {timed_epochs} timed epoch(s) "
@@ -198,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     md += (
         f"\nTrials per hour of `studies/fashion_mnist_quick.toml` (small CNNs, 12,000 images, "
         f"≤ 6 epochs, Hyperband pruning) with N workers on the one GPU; workers start no new "
-        f"trial after {limit_s:.0f} s, trials finished = complete + pruned:\n\n"
+        f"trial after {limit_s:.0f} s, trials finished = complete + pruned; Keras backend "
+        f"{os.environ.get('KERAS_BACKEND') or 'tensorflow (the default)'}:\n\n"
     )
     md += _common.table(
         ["workers per GPU", "finished trials", "failed", "wall s", "trials per hour"],

@@ -22,6 +22,7 @@ import _common
 
 OUTPUT = _common.REPO_ROOT / "BENCHMARKS.md"
 LINK_PREFIX = "benchmarks/results/"
+GPU_SECTIONS = ("gpu", "search_gpu")  # results measured on a GPU are labelled as such
 
 # (results name, title, full command, what to say when nothing has been run)
 SECTIONS = (
@@ -71,8 +72,9 @@ written by its script in `benchmarks/` (results in `benchmarks/results/<name>.{m
 assembled by `benchmarks/make_report.py`; to update a section, re-run its script and then
 `.venv/bin/python benchmarks/make_report.py`. Every script has a `--quick` mode (≤ 5 min on a
 2-core machine) that ends with a `RESULT name=value` line; quick results appear here only
-where no full run exists, and are labelled as such. Results from a GPU are labelled as GPU
-results; CPU runs never claim GPU numbers.
+where no full run exists, and are labelled as such. A full-mode run with smaller budgets than
+the script's defaults is labelled as a reduced run, with what was reduced. Results from a GPU
+are labelled as GPU results; CPU runs never claim GPU numbers.
 
 Caveat: the numbers from the development machine (2 cores, shared with other jobs while they
 were measured) are noisy; timing ratios within a few percent, and accuracy differences
@@ -126,6 +128,8 @@ def _key_figure(name: str, data: dict[str, Any]) -> str:
             parts = [f"{m} {v['best_val'][0]:.4f}" for m, v in s.items()]
             times = [
                 f"{m} {v['time_to_target_s'][0]:.0f} s ({v['reached']}/{v['runs']} seeds)"
+                if v["reached"]
+                else f"{m} not reached (0/{v['runs']} seeds)"
                 for m, v in s.items()
                 if v.get("time_to_target_s") and v["time_to_target_s"][0] is not None
             ]
@@ -150,7 +154,16 @@ def _key_figure(name: str, data: dict[str, Any]) -> str:
             return figure
         if name == "gpu":
             best = max(data["trials_per_hour"], key=lambda t: t["trials_per_hour"])
-            return f"best {best['trials_per_hour']:.0f} trials/h ({best['workers']} workers/GPU)"
+            figure = f"best {best['trials_per_hour']:.0f} trials/h ({best['workers']} workers/GPU)"
+            for e in data.get("epoch_times", []):
+                if "rows" in e:
+                    epochs = ", ".join(
+                        f"{r['epoch_s']:.1f} s (batch {r['batch_size']})" for r in e["rows"]
+                    )
+                    figure += f"; workshop CNN epoch on {e['backend']}: {epochs}"
+                else:
+                    figure += f"; {e['backend']}: skipped (see section)"
+            return figure
     except (KeyError, ValueError, TypeError):
         pass
     return "see section"
@@ -168,6 +181,12 @@ def build() -> str:
             continue
         markdown, data, quick = found
         status = "quick mode only" if quick else "full"
+        reduced = data.get("meta", {}).get("reduced")
+        if reduced and not quick:
+            status = "reduced run: " + "; ".join(reduced)
+        gpus = data.get("meta", {}).get("machine", {}).get("gpus")
+        if gpus and name in GPU_SECTIONS:
+            status = f"GPU results ({', '.join(gpus)}), {status}"
         overview.append((title, status, _key_figure(name, data)))
         note = ""
         if quick:

@@ -584,8 +584,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--note", action="append", default=[], help="a line for the results' header (repeatable)"
+    )
     args = parser.parse_args(argv)
     setting_name = "quick" if args.quick else (args.setting or "cpu")
+    defaults = dict(SETTINGS[setting_name])
     if args.budget_s:
         SETTINGS[setting_name]["budget_s"] = args.budget_s
     if args.child:
@@ -649,6 +653,16 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
+    reduced = []
+    if setting_name != "quick":
+        if setting["budget_s"] < defaults["budget_s"]:
+            reduced.append(
+                f"{setting['budget_s']:g} s per method instead of {defaults['budget_s']} s"
+            )
+        if len(seeds) < defaults["seeds"]:
+            reduced.append(f"{len(seeds)} seed(s) instead of {defaults['seeds']}")
+        if set(methods) != set(METHODS):
+            reduced.append(f"methods {', '.join(methods)} only")
     summary = summarize(runs, setting["budget_s"], setting["target"])
     device = f"GPU ({', '.join(gpus)})" if gpus else f"CPU ({args.threads} threads)"
     meta = _common.meta(
@@ -662,6 +676,8 @@ def main(argv: list[str] | None = None) -> int:
         n_train=runs[0]["n_train"],
         n_val=runs[0]["n_val"],
         backend=runs[0]["backend"],
+        reduced=reduced,
+        notes=args.note,
     )
     name = {"quick": "search_quick", "cpu": "search", "gpu": "search_gpu"}[setting_name]
     png = _common.RESULTS_DIR / f"{name}.png"
@@ -676,7 +692,10 @@ def main(argv: list[str] | None = None) -> int:
         f"images, ≤ {setting['max_epochs']} epochs, {setting['budget_s']:.0f} s per method, "
         f"{len(seeds)} seed(s)",
     )
-    md = _common.header(f"search: equal-budget comparison, {label[setting_name]}", meta)
+    title = f"search: equal-budget comparison, {label[setting_name]}"
+    if reduced:
+        title += f" (reduced: {'; '.join(reduced)})"
+    md = _common.header(title, meta)
     md += (
         f"\nDevice: **{device}**, Keras backend {runs[0]['backend']}. Data: Fashion-MNIST, "
         f"{runs[0]['n_train']} training / {runs[0]['n_val']} validation images (split of "
