@@ -97,13 +97,14 @@ def _open_study(mode: str, url: str, seed: int) -> Any:
     import optuna
 
     sampler = optuna.samplers.RandomSampler(seed=seed)
-    from hpsearch.storage import _parse, get_storage
+    from hpsearch.storage import _parse, cached, get_storage
 
     if mode == "plain":  # the same driver as hpsearch's (psycopg2 / pymysql)
         plain_url = _parse(url).render_as_string(hide_password=False)
         return optuna.load_study(study_name="bench", storage=plain_url, sampler=sampler)
 
-    return optuna.load_study(study_name="bench", storage=get_storage(url), sampler=sampler)
+    # as hpsearch.study.load_study opens it for a worker
+    return optuna.load_study(study_name="bench", storage=cached(get_storage(url)), sampler=sampler)
 
 
 def _one_trial(mode: str, study: Any, objective: Any) -> None:

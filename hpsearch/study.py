@@ -18,7 +18,7 @@ from hpsearch import __version__
 from hpsearch.errors import SpecError, StorageError
 from hpsearch.space import searched_params
 from hpsearch.spec import StudySpec, spec_from_dict
-from hpsearch.storage import get_storage, mask_url, resolve_url
+from hpsearch.storage import cached, get_storage, mask_url, resolve_url
 
 _logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def load_study(
     spec = spec_from_dict(raw, source=f"study {name} (stored spec)")
     study = optuna.load_study(
         study_name=name,
-        storage=storage,
+        storage=cached(storage),
         sampler=make_sampler(spec, worker_index),
         pruner=make_pruner(spec),
     )

@@ -11,7 +11,7 @@ results are identical to Optuna's on every backend.
 from __future__ import annotations
 
 import json
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -65,8 +65,13 @@ class TrialLoader:
         states: Container[TrialState] | None,
         included_trial_ids: set[int],
         trial_id_greater_than: int,
+        keep: Callable[[int, TrialState], bool] | None = None,
     ) -> list[FrozenTrial]:
-        """What ``RDBStorage._get_trials`` returns for the same arguments, in trial id order."""
+        """What ``RDBStorage._get_trials`` returns for the same arguments, in trial id order.
+
+        ``keep(trial_id, state)``: True for a trial that the caller already holds in that state
+        and does not need again; it is left out of the result and its rows are not read.
+        """
         trials = models.TrialModel.__table__
         included = {i for i in included_trial_ids if i <= trial_id_greater_than}
         where = [trials.c.study_id == study_id]
@@ -82,7 +87,7 @@ class TrialLoader:
             )
         elif trial_id_greater_than > -1:
             where.append(trials.c.trial_id > trial_id_greater_than)
-        return self._load(session, where)
+        return self._load(session, where, keep)
 
     def load_trial(self, session: Any, trial_id: int) -> FrozenTrial:
         """What ``RDBStorage.get_trial`` returns; KeyError if there is no such trial."""
@@ -91,7 +96,12 @@ class TrialLoader:
             raise KeyError(models.NOT_FOUND_MSG)
         return found[0]
 
-    def _load(self, session: Any, where: list[Any]) -> list[FrozenTrial]:
+    def _load(
+        self,
+        session: Any,
+        where: list[Any],
+        keep: Callable[[int, TrialState], bool] | None = None,
+    ) -> list[FrozenTrial]:
         trials = models.TrialModel.__table__
         query = sqlalchemy.select(
             trials.c.trial_id,
@@ -101,6 +111,8 @@ class TrialLoader:
             trials.c.datetime_complete,
         ).where(*where)
         rows = session.execute(query.order_by(trials.c.trial_id)).all()
+        if keep is not None:
+            rows = [row for row in rows if not keep(row.trial_id, row.state)]
         if not rows:
             return []
         ids = [row.trial_id for row in rows]
@@ -146,7 +158,7 @@ class TrialLoader:
         query = sqlalchemy.select(table).where(table.c.trial_id.in_(ids))
         if order_by:
             query = query.order_by(table.c[order_by])
-        return session.execute(query)
+        return session.execute(query).all()
 
     def _frozen(
         self,
@@ -162,7 +174,11 @@ class TrialLoader:
             objective_values = [0.0] * len(values)
             for v in values:
                 objective_values[v.objective] = _value(v.value, v.value_type)
-        dists = {p.param_name: self._distribution(p.distribution_json) for p in params}
+        dists: dict[str, distributions.BaseDistribution] = {}
+        external: dict[str, Any] = {}
+        for p in params:
+            dist = dists[p.param_name] = self._distribution(p.distribution_json)
+            external[p.param_name] = dist.to_external_repr(p.param_value)
         return FrozenTrial(
             number=row.number,
             state=row.state,
@@ -170,9 +186,7 @@ class TrialLoader:
             values=objective_values,
             datetime_start=_local(row.datetime_start),
             datetime_complete=_local(row.datetime_complete),
-            params={
-                p.param_name: dists[p.param_name].to_external_repr(p.param_value) for p in params
-            },
+            params=external,
             distributions=dists,
             user_attrs=user_attrs,
             system_attrs=system_attrs,

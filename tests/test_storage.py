@@ -9,6 +9,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,14 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from hpsearch.errors import StorageError
-from hpsearch.storage import DEFAULT_STORAGE, get_storage, mask_url, resolve_url
+from hpsearch.storage import (
+    DEFAULT_STORAGE,
+    _parse,
+    cached,
+    get_storage,
+    mask_url,
+    resolve_url,
+)
 from tests.conftest import MARIADB_ADMIN, POSTGRES_ADMIN, run_cli
 
 
@@ -313,3 +321,95 @@ def test_trials_read_as_rows_equal_optunas_own_reading(db_url: str) -> None:
         assert _comparable([ours]) == _comparable([theirs])
     with pytest.raises(KeyError):
         storage.get_trial(10_000)
+
+
+def test_other_workers_running_trials_are_reread_at_a_slower_pace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker's running trial: its epoch reports show up within RUNNING_REFRESH_S,
+    its end at the next refresh (so finished trials are never late)."""
+    import hpsearch.storage as storage_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(storage_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(storage_module, "REFRESH_S", 1.0)
+    monkeypatch.setattr(storage_module, "RUNNING_REFRESH_S", 10.0)
+    url = f"sqlite:///{tmp_path / 'pace.db'}"
+    optuna.create_study(storage=get_storage(url), study_name="pace")
+    mine = optuna.load_study(study_name="pace", storage=get_storage(url))
+    theirs = optuna.load_study(study_name="pace", storage=get_storage(url))
+
+    def seen() -> optuna.trial.FrozenTrial:
+        clock[0] += 1.5  # past REFRESH_S: every read below asks the database
+        (trial,) = mine.get_trials(deepcopy=False)
+        return trial
+
+    running = theirs.ask()
+    running.report(0.5, 1)
+    assert seen().intermediate_values == {1: 0.5}
+    running.report(0.6, 2)
+    assert seen().intermediate_values == {1: 0.5}  # read 1.5 s ago: kept
+    clock[0] += 10
+    assert seen().intermediate_values == {1: 0.5, 2: 0.6}  # due again
+    running.report(0.7, 3)
+    theirs.tell(running, 0.7)
+    finished = seen()  # at once, not RUNNING_REFRESH_S later
+    assert finished.state == TrialState.COMPLETE and finished.value == 0.7
+    assert finished.intermediate_values == {1: 0.5, 2: 0.6, 3: 0.7}
+
+
+def test_trial_numbers_continue_across_enqueued_added_and_new_trials(db_url: str) -> None:
+    """New trials are numbered from the newest trial (O(1)), not by counting the study; mixed
+    with Optuna's own paths (enqueued, added, retried) and a second study in the same
+    database, numbers stay 0, 1, 2, ... per study."""
+    storage = get_storage(db_url)
+    one = optuna.create_study(storage=cached(storage), study_name="one")
+    two = optuna.create_study(storage=cached(storage), study_name="two")
+    one.tell(one.ask(), 1.0)
+    one.enqueue_trial({"x": 0.5})
+    two.tell(two.ask(), 1.0)
+    one.add_trial(optuna.trial.create_trial(value=2.0))
+    for study in (one, two, one, one):  # one's first ask runs the enqueued trial (number 1)
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        study.tell(trial, 0.0)
+    assert [t.number for t in one.get_trials()] == list(range(5))
+    assert one.trials[1].params == {"x": 0.5}
+    assert [t.number for t in two.get_trials()] == [0, 1]
+    with pytest.raises(KeyError):
+        storage._create_new_trial(10_000)
+
+
+def test_cached_reads_match_optunas_cache(db_url: str) -> None:
+    """TrialCache keeps the ordered trial list between changes; every read must still equal
+    what Optuna's own cache returns, also after new trials and state changes."""
+    ours = optuna.create_study(storage=cached(get_storage(db_url)), study_name="reads")
+    plain_url = _parse(db_url).render_as_string(hide_password=False)  # with its driver
+    theirs = optuna.load_study(study_name="reads", storage=plain_url)  # Optuna's RDB + cache
+    filters = [None, (TrialState.COMPLETE,), (TrialState.RUNNING, TrialState.WAITING)]
+
+    def seconds(trials: list[optuna.trial.FrozenTrial]) -> list[dict[str, Any]]:
+        # A process keeps the start time of its own new trials to the microsecond, as Optuna
+        # does; MariaDB's DATETIME stores whole seconds.
+        return [
+            {k: v.replace(microsecond=0) if isinstance(v, datetime) else v for k, v in d.items()}
+            for d in _comparable(trials)
+        ]
+
+    def same() -> None:
+        for states in filters:
+            mine = ours.get_trials(deepcopy=False, states=states)
+            assert seconds(mine) == seconds(theirs.get_trials(states=states))
+            mine.clear()  # a caller changing its list must not change the cache
+            assert len(ours.get_trials(deepcopy=False, states=states)) == len(
+                theirs.get_trials(states=states)
+            )
+
+    running = [ours.ask() for _ in range(3)]
+    same()
+    ours.tell(running[1], 0.5)
+    ours.enqueue_trial({})
+    same()
+    ours.tell(running[0], state=TrialState.PRUNED)
+    ours.tell(ours.ask(), 1.0)  # the enqueued one
+    same()
