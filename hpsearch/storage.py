@@ -32,7 +32,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Container, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -47,7 +47,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from hpsearch.errors import StorageError
-from hpsearch.trial_loading import STORED_AS_UTC, TrialLoader
+from hpsearch.trial_loading import TrialLoader, as_stored
 
 _logger = logging.getLogger(__name__)
 
@@ -395,7 +395,6 @@ class ResilientStorage(optuna.storages.RDBStorage):
         trials = models.TrialModel.__table__
         studies = models.StudyModel.__table__
         start = datetime.now()
-        stored = start.astimezone(timezone.utc).replace(tzinfo=None) if STORED_AS_UTC else start
         with _create_scoped_session(self.scoped_session, True) as session:
             lock = sqlalchemy.select(studies.c.study_id).where(studies.c.study_id == study_id)
             if session.execute(lock.with_for_update()).first() is None:
@@ -413,7 +412,7 @@ class ResilientStorage(optuna.storages.RDBStorage):
                     number=number,
                     study_id=study_id,
                     state=TrialState.RUNNING,
-                    datetime_start=stored,
+                    datetime_start=as_stored(start),
                 )
             )
             trial_id = inserted.inserted_primary_key[0]
@@ -540,8 +539,7 @@ class ResilientStorage(optuna.storages.RDBStorage):
         stale = super()._get_stale_trial_ids(study_id)
         grace = self.grace_period or 2 * (self.heartbeat_interval or 60)
         started = models.TrialModel.__table__.c.datetime_start  # as stored: see trial_loading
-        now = datetime.now(timezone.utc).replace(tzinfo=None) if STORED_AS_UTC else datetime.now()
-        cutoff = now - timedelta(seconds=grace)
+        cutoff = as_stored(datetime.now()) - timedelta(seconds=grace)
         with _create_scoped_session(self.scoped_session) as session:
             silent = (
                 session.query(models.TrialModel.trial_id)

@@ -33,6 +33,11 @@ def _local(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc).astimezone().replace(tzinfo=None)
 
 
+def as_stored(local: datetime) -> datetime:
+    """A naive local time as Optuna stores it in the trials table (the inverse of reading)."""
+    return local.astimezone(timezone.utc).replace(tzinfo=None) if STORED_AS_UTC else local
+
+
 def _value(value: float | None, kind: Any) -> float:
     """A stored value or intermediate value: infinities and NaN are stored as a type."""
     name = kind.name
