@@ -18,7 +18,9 @@ after) × existing trials (1k, 5k, 20k on PostgreSQL; 1k on the others by defaul
 processes (1, 8, 32). Workers are forked, load the study, run one
 warm-up trial (each loads all existing trials into Optuna's cache, timed as "load s"), wait at
 a barrier, then run their share of the cell's trials. Trials/s = trials / wall time from the
-barrier to the last worker's end.
+barrier to the last worker's end. After each cell the trials it added are deleted again, so
+every cell of a size runs on the same study. ``--repeats N`` runs the cells of a size N times,
+interleaved (8, 32, plain, hpsearch, then again), and reports the median and the range.
 
 A last part starts 200 workers against the PostgreSQL server, which allows 100 connections
 (``max_connections``), and counts the operations that failed with a connection error: plain
@@ -26,7 +28,7 @@ Optuna holds a connection per worker; hpsearch runs with ``HPSEARCH_DB_POOL=0`` 
 operation, none held between) and retries a refused connection.
 
     .venv/bin/python benchmarks/storage.py --quick    # ≈ 2 min
-    .venv/bin/python benchmarks/storage.py            # full: ≈ 30 min
+    .venv/bin/python benchmarks/storage.py            # full: ≈ 60 min (3 repeats)
 
 The last line is ``RESULT storage_pg_ratio_32=<hpsearch trials/s ÷ plain trials/s>`` for
 PostgreSQL with 32 workers at the largest study size.
@@ -348,6 +350,57 @@ class _Database:
             self._admin(f"DROP DATABASE IF EXISTS {self.name}")
 
 
+def _trim(url: str, keep: int) -> None:
+    """Delete the trials numbered ``keep`` and above (what the last cell added) with their rows."""
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
+    from hpsearch.storage import get_storage
+
+    storage = get_storage(url, heartbeat=False)
+    trials = models.TrialModel.__table__
+    added = sa.select(trials.c.trial_id).where(trials.c.number >= keep).scalar_subquery()
+    with storage.engine.begin() as conn:
+        for model in (
+            models.TrialParamModel,
+            models.TrialValueModel,
+            models.TrialUserAttributeModel,
+            models.TrialSystemAttributeModel,
+            models.TrialIntermediateValueModel,
+            models.TrialHeartbeatModel,
+        ):
+            table = model.__table__
+            conn.execute(table.delete().where(table.c.trial_id.in_(added)))
+        conn.execute(trials.delete().where(trials.c.number >= keep))
+    if storage.engine.dialect.name == "postgresql":  # else the dead rows slow every later cell
+        with storage.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(sa.text("VACUUM ANALYZE"))
+    storage.engine.dispose()
+
+
+def _median_of_repeats(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per cell: the median of its repeats for every number, plus the trials/s range."""
+    by_cell: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in runs:
+        by_cell.setdefault((r["backend"], r["size"], r["workers"], r["mode"]), []).append(r)
+    rows = []
+    for repeats in by_cell.values():
+        died = [r for r in repeats if "died" in r]
+        if died:
+            rows.append(died[0])
+            continue
+        row = dict(repeats[0])
+        for key, value in row.items():
+            if key in ("trials", "errors"):  # every repeat's count
+                row[key] = sum(r[key] for r in repeats)
+            elif isinstance(value, int | float) and key not in ("workers", "size", "repeat"):
+                row[key] = _common.percentile([r[key] for r in repeats], 50)
+        rates = [r["trials_per_s"] for r in repeats]
+        row.update(repeats=len(repeats), trials_per_s_min=min(rates), trials_per_s_max=max(rates))
+        rows.append(row)
+    return rows
+
+
 def _existing(url: str) -> int:
     import optuna
 
@@ -360,10 +413,11 @@ def _existing(url: str) -> int:
 
 
 def run_backend(
-    backend: str, sizes: list[int], worker_counts: list[int], trials: int
+    backend: str, sizes: list[int], worker_counts: list[int], trials: int, repeats: int = 1
 ) -> dict[str, Any]:
-    """All cells of one backend; ``{"rows": [...]}`` or ``{"skipped": reason}``."""
-    rows: list[dict[str, Any]] = []
+    """All cells of one backend, each ``repeats`` times: ``{"rows": [medians], "runs": [every
+    cell]}``, or ``{"skipped": reason}``."""
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="hpsearch-storage-") as tmp:
         try:
             db = _Database(backend, Path(tmp)).__enter__()
@@ -376,20 +430,24 @@ def run_backend(
                 t0 = time.perf_counter()
                 _prefill(db.url, max(0, size - _existing(db.url)), seed=size)
                 fill_s = time.perf_counter() - t0
-                for workers in worker_counts:
-                    for mode in MODES:
-                        existing = _existing(db.url)
-                        row = _run_cell(
-                            mode, db.url, workers, max(trials, workers), backend=backend
-                        )
-                        row.update(
-                            backend=backend, size=size, existing_trials=existing, prefill_s=fill_s
-                        )
-                        rows.append(row)
-                        if "died" in row:
-                            continue
+                existing = _existing(db.url)
+                for repeat, workers, mode in (
+                    (r, w, m) for r in range(repeats) for w in worker_counts for m in MODES
+                ):
+                    row = _run_cell(mode, db.url, workers, max(trials, workers), backend=backend)
+                    _trim(db.url, existing)
+                    row.update(
+                        backend=backend,
+                        size=size,
+                        existing_trials=existing,
+                        prefill_s=fill_s,
+                        repeat=repeat,
+                    )
+                    runs.append(row)
+                    if "died" not in row:
                         print(
                             f"[storage] {backend:10s} trials={existing:6d} workers={workers:3d} "
+                            f"repeat={repeat + 1}/{repeats} "
                             f"{mode:8s} {row['trials_per_s']:6.1f} trials/s "
                             f"p50={row['p50_ms']:.0f} ms p99={row['p99_ms']:.0f} ms "
                             f"load={row['load_s_median']:.1f} s errors={row['errors']} "
@@ -400,7 +458,7 @@ def run_backend(
                         )
         finally:
             db.__exit__()
-    return {"rows": rows}
+    return {"rows": _median_of_repeats(runs), "runs": runs}
 
 
 def run_connection_limit(workers: int, trials_each: int) -> dict[str, Any]:
@@ -437,6 +495,52 @@ def _num(row: dict[str, Any], key: str, fmt: str = "{:.0f}") -> str:
     return "killed" if "died" in row else fmt.format(row[key])
 
 
+def _rate(row: dict[str, Any]) -> str:
+    """Trials/s: the median, and the range when the cell ran more than once."""
+    if "died" in row:
+        return "killed"
+    if row.get("repeats", 1) < 2:
+        return f"{row['trials_per_s']:.1f}"
+    return (
+        f"{row['trials_per_s']:.1f} ({row['trials_per_s_min']:.1f}–{row['trials_per_s_max']:.1f})"
+    )
+
+
+def _scaling_table(cells: dict[tuple[str, int, int], dict[str, dict[str, Any]]]) -> str:
+    """Trials/s from the fewest to the most workers (above 1) per backend and size, per mode."""
+    counts = sorted({w for _, _, w in cells if w > 1})
+    if len(counts) < 2:
+        return ""
+    low, high = counts[0], counts[-1]
+    rows = []
+    for backend, size in dict.fromkeys((b, s) for b, s, _ in cells):
+        line: list[Any] = [backend, f"{size:,}"]
+        for mode in MODES:
+            a = cells.get((backend, size, low), {}).get(mode)
+            b = cells.get((backend, size, high), {}).get(mode)
+            if not a or not b or "died" in a or "died" in b:
+                line += ["–", "–"]
+                continue
+            change = 100 * (b["trials_per_s"] / a["trials_per_s"] - 1)
+            line += [f"{_rate(a)} → {_rate(b)}", f"{change:+.0f} %"]
+        rows.append(line)
+    md = (
+        f"\n### From {low} to {high} workers\n\nMedian trials/s (range over the repeats) at "
+        f"{low} and at {high} workers, and the change of the median.\n\n"
+    )
+    return md + _common.table(
+        [
+            "backend",
+            "existing trials",
+            f"plain {low} → {high}",
+            "plain change",
+            f"hpsearch {low} → {high}",
+            "hpsearch change",
+        ],
+        rows,
+    )
+
+
 def _cpu(row: dict[str, Any]) -> str:
     if "client_cpu_ms" not in row:
         return "–"
@@ -458,8 +562,17 @@ def _markdown(meta: dict[str, Any], results: dict[str, Any], limit: dict[str, An
         "CPU-bound, so trials/s measures the CPU cost per trial of client and server "
         "together. *CPU ms/trial*: the worker processes' CPU time (all threads) and the "
         "database server's (its processes in /proc), per trial; on a cluster the workers "
-        "run on their own nodes and only the server's share is shared.\n\n"
+        "run on their own nodes and only the server's share is shared. Every cell starts "
+        "from the same study (the trials a cell adds are deleted after it)"
     )
+    repeats = max((r.get("repeats", 1) for res in results.values() for r in res.get("rows", [])),
+                  default=1)  # fmt: skip
+    if repeats > 1:
+        md += (
+            f"; each cell ran {repeats} times, interleaved, and the tables show the median "
+            "(trials/s: with the range)"
+        )
+    md += ".\n\n"
     rows = [r for res in results.values() for r in res.get("rows", [])]
     cells: dict[tuple[str, int, int], dict[str, dict[str, Any]]] = {}
     for r in rows:
@@ -478,8 +591,8 @@ def _markdown(meta: dict[str, Any], results: dict[str, Any], limit: dict[str, An
                 backend,
                 f"{size:,}",
                 workers,
-                _num(plain, "trials_per_s", "{:.1f}"),
-                _num(ours, "trials_per_s", "{:.1f}"),
+                _rate(plain),
+                _rate(ours),
                 "–" if died else f"**{ours['trials_per_s'] / plain['trials_per_s']:.2f}**",
                 _num(plain, "p50_ms") + " / " + _num(plain, "p99_ms"),
                 _num(ours, "p50_ms") + " / " + _num(ours, "p99_ms"),
@@ -508,6 +621,7 @@ def _markdown(meta: dict[str, Any], results: dict[str, Any], limit: dict[str, An
         ],
         table_rows,
     )
+    md += _scaling_table(cells)
     for note in notes:
         md += f"\nKilled: {note}.\n"
     for name, res in results.items():
@@ -553,6 +667,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", help="concurrent worker processes, e.g. 1,8,32")
     parser.add_argument("--trials", type=int, help="trials per cell (all workers together)")
     parser.add_argument(
+        "--repeats", type=int, help="runs of every cell, interleaved (default: 3; --quick: 1)"
+    )
+    parser.add_argument(
         "--limit-workers", type=int, help="workers for the connection-limit part (0: skip)"
     )
     args = parser.parse_args(argv)
@@ -566,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         int(x) for x in (args.workers or ("1,8" if args.quick else "1,8,32")).split(",")
     ]
     trials = args.trials or (40 if args.quick else 160)
+    repeats = args.repeats or (1 if args.quick else 3)
     limit_workers = (
         args.limit_workers if args.limit_workers is not None else (0 if args.quick else 200)
     )
@@ -578,7 +696,9 @@ def main(argv: list[str] | None = None) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
     results = {
-        b: run_backend(b, sizes if b == "postgresql" else other_sizes, worker_counts, trials)
+        b: run_backend(
+            b, sizes if b == "postgresql" else other_sizes, worker_counts, trials, repeats
+        )
         for b in args.backends.split(",")
     }
     limit = run_connection_limit(limit_workers, 2) if limit_workers else {}
@@ -586,6 +706,7 @@ def main(argv: list[str] | None = None) -> int:
         time.perf_counter() - started,
         mode="quick" if args.quick else "full",
         trials_per_cell=trials,
+        repeats=repeats,
         sampler="RandomSampler",
     )
     _common.write_results(

@@ -294,6 +294,7 @@ class ResilientStorage(optuna.storages.RDBStorage):
         self._pending: list[tuple[int, str, tuple[Any, ...]]] = []
         self._last_refresh: dict[int, float] = {}
         self._running_read_at: dict[int, float] = {}
+        self._next_stale_check: dict[int, float] = {}
         self._loader = TrialLoader()
         super().__init__(url, skip_compatibility_check=True, **kwargs)
         self._check_schema()
@@ -455,7 +456,6 @@ class ResilientStorage(optuna.storages.RDBStorage):
                 return []
             self._last_refresh[study_id] = now
         with _create_scoped_session(self.scoped_session) as session:
-            models.StudyModel.find_or_raise_by_id(study_id, session)
             trials = self._loader.load_trials(
                 session,
                 study_id,
@@ -464,6 +464,8 @@ class ResilientStorage(optuna.storages.RDBStorage):
                 trial_id_greater_than,
                 keep=self._read_recently if _from_cache else None,
             )
+            if not trials:  # no news, or no such study (KeyError, as Optuna's)
+                models.StudyModel.find_or_raise_by_id(study_id, session)
         if _from_cache:
             now = time.monotonic()
             for trial in trials:
@@ -535,7 +537,20 @@ class ResilientStorage(optuna.storages.RDBStorage):
         super().__setstate__(state)
         self._one_at_a_time = threading.RLock()
 
+    def check_stale_trials_now(self) -> None:
+        """Make the next :meth:`_get_stale_trial_ids` ask the database, however recent the last."""
+        self._next_stale_check.clear()
+
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        """Running trials whose worker is silent for the grace period (or never sent a heartbeat).
+
+        Optuna asks before every trial; the database is asked at most once per heartbeat
+        interval (a trial goes stale only after the grace period, 3 intervals by default).
+        """
+        now = time.monotonic()
+        if now < self._next_stale_check.get(study_id, 0.0):
+            return []
+        self._next_stale_check[study_id] = now + (self.heartbeat_interval or HEARTBEAT_INTERVAL_S)
         stale = super()._get_stale_trial_ids(study_id)
         grace = self.grace_period or 2 * (self.heartbeat_interval or 60)
         started = models.TrialModel.__table__.c.datetime_start  # as stored: see trial_loading

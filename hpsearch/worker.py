@@ -24,7 +24,7 @@ from hpsearch.env import log_prefix
 from hpsearch.errors import HpsearchError, Preempted
 from hpsearch.objective import Objective
 from hpsearch.preemption import stop_requested, stop_signals
-from hpsearch.storage import HEARTBEAT_INTERVAL_S, retry_callback
+from hpsearch.storage import retry_callback
 from hpsearch.study import budget_state, load_study
 
 _logger = logging.getLogger(__name__)
@@ -84,7 +84,6 @@ def run_worker(
     timeout_s = timeout_s or spec.budget.timeout_s
     started = time.monotonic()
     trials_run = failures_in_a_row = 0
-    next_stale_check = 0.0
     _logger.info("[%s] worker %d started on study %s", log_prefix(), index, study_name)
     with stop_signals():
         while True:
@@ -94,12 +93,10 @@ def run_worker(
                 return _stopped(trials_run, f"ran its {n_trials} trial(s)")
             if timeout_s is not None and time.monotonic() - started >= timeout_s:
                 return _stopped(trials_run, f"timeout of {timeout_s:g} s reached")
-            if time.monotonic() >= next_stale_check:  # a dead worker's trial must not hold
-                _fail_stale_trials(study)  # the budget; it goes stale after the grace period
-                next_stale_check = time.monotonic() + HEARTBEAT_INTERVAL_S
-            budget = budget_state(study, spec)
+            _fail_stale_trials(study)  # a dead worker's trial must not hold the budget (the
+            budget = budget_state(study, spec)  # storage asks once per heartbeat interval)
             if budget.exhausted and budget.running:  # unless a running one's worker is dead
-                _fail_stale_trials(study)
+                _fail_stale_trials(study, now=True)
                 budget = budget_state(study, spec)
             if budget.exhausted:
                 return _stopped(trials_run, f"study budget of {budget.n_trials} trials reached")
@@ -143,7 +140,11 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def _fail_stale_trials(study: optuna.Study) -> None:
+def _fail_stale_trials(study: optuna.Study, *, now: bool = False) -> None:
+    """Fail (and re-queue) trials whose worker died; ``now``: even if checked recently."""
+    backend = getattr(study._storage, "_backend", study._storage)
+    if now and hasattr(backend, "check_stale_trials_now"):
+        backend.check_stale_trials_now()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.fail_stale_trials(study)

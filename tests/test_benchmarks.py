@@ -58,3 +58,36 @@ def test_search_spaces_match_hpsearch(monkeypatch: pytest.MonkeyPatch) -> None:
 
     spec = spec_from_dict(search._spec_dict("t", search.SETTINGS["cpu"], seed=0))
     search.check_same_space(spec)
+
+
+def test_storage_repeats_are_reported_as_median_and_range(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Repeated storage cells: one row per cell with the median, the range and every error;
+    the scaling table shows the change of the median from the fewest to the most workers."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import storage
+
+    def run(workers: int, mode: str, rate: float, errors: int = 0) -> dict[str, object]:
+        return {"backend": "postgresql", "size": 1000, "workers": workers, "mode": mode,
+                "trials_per_s": rate, "trials": 160, "errors": errors, "p50_ms": rate}  # fmt: skip
+
+    runs = [run(8, "plain", r) for r in (10.0, 12.0, 11.0)]
+    runs += [run(32, "plain", r) for r in (5.0, 6.0, 7.0)]
+    runs += [run(8, "hpsearch", r) for r in (40.0, 30.0, 20.0)]
+    runs += [run(32, "hpsearch", 33.0, errors=e) for e in (0, 1, 0)]
+    rows = {(r["workers"], r["mode"]): r for r in storage._median_of_repeats(runs)}
+    assert len(rows) == 4
+    eight = rows[(8, "hpsearch")]
+    assert (eight["trials_per_s"], eight["trials_per_s_min"], eight["trials_per_s_max"]) == (
+        30.0, 20.0, 40.0,
+    )  # fmt: skip
+    assert eight["repeats"] == 3 and eight["trials"] == 480
+    assert rows[(32, "hpsearch")]["errors"] == 1  # an error in any repeat is shown
+    assert storage._rate(eight) == "30.0 (20.0–40.0)"
+    cells: dict[tuple[str, int, int], dict[str, dict[str, object]]] = {}
+    for r in rows.values():
+        cells.setdefault(("postgresql", 1000, r["workers"]), {})[r["mode"]] = r
+    table = storage._scaling_table(cells)
+    assert "| postgresql | 1,000 | 11.0 (10.0–12.0) → 6.0 (5.0–7.0) | -45 % |" in table
+    assert "30.0 (20.0–40.0) → 33.0 (33.0–33.0) | +10 % |" in table

@@ -358,6 +358,33 @@ def test_other_workers_running_trials_are_reread_at_a_slower_pace(
     assert finished.intermediate_values == {1: 0.5, 2: 0.6, 3: 0.7}
 
 
+def test_stale_trials_are_looked_for_once_per_heartbeat_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Optuna looks for dead workers' trials before every trial; the database is asked once
+    per heartbeat interval, unless the worker needs the answer now (its budget check)."""
+    import hpsearch.storage as storage_module
+    from hpsearch.trial_loading import as_stored
+
+    clock = [1000.0]
+    monkeypatch.setattr(storage_module.time, "monotonic", lambda: clock[0])
+    storage = get_storage(f"sqlite:///{tmp_path / 'stale.db'}")
+    study = optuna.create_study(storage=storage, study_name="stale")
+    assert storage.heartbeat_interval == 60
+    assert storage._get_stale_trial_ids(study._study_id) == []  # asked: none yet
+    dead = study.ask()  # its worker "dies" before the first heartbeat, an hour ago
+    trials = sqlalchemy.table("trials", sqlalchemy.column("datetime_start"))
+    with storage.engine.begin() as conn:
+        conn.execute(trials.update().values(datetime_start=as_stored(datetime(2020, 1, 1))))
+    clock[0] += 59
+    assert storage._get_stale_trial_ids(study._study_id) == []  # not asked: checked 59 s ago
+    clock[0] += 2
+    assert storage._get_stale_trial_ids(study._study_id) == [dead._trial_id]
+    assert storage._get_stale_trial_ids(study._study_id) == []  # not asked
+    storage.check_stale_trials_now()
+    assert storage._get_stale_trial_ids(study._study_id) == [dead._trial_id]
+
+
 def test_trial_numbers_continue_across_enqueued_added_and_new_trials(db_url: str) -> None:
     """New trials are numbered from the newest trial (O(1)), not by counting the study; mixed
     with Optuna's own paths (enqueued, added, retried) and a second study in the same
