@@ -447,8 +447,9 @@ class ResilientStorage(optuna.storages.RDBStorage):
         call reads all running trials of every worker again: with many workers that is most
         of the database's and the client's work. So the cache gets news at most every
         ``REFRESH_S`` (and at once after this process finished a trial); in between it uses
-        what it has. A trial still running is read again only every ``RUNNING_REFRESH_S``
-        (its epoch reports); that it finished is seen at the next refresh.
+        what it has. A trial still running is read in full at most every
+        ``RUNNING_REFRESH_S`` (its parameters and epoch reports; when first seen, its row
+        only); that it finished is seen, in full, at the next refresh.
         """
         if _from_cache:
             now = time.monotonic()
@@ -463,6 +464,7 @@ class ResilientStorage(optuna.storages.RDBStorage):
                 included_trial_ids or set(),
                 trial_id_greater_than,
                 keep=self._read_recently if _from_cache else None,
+                shallow=self._first_sight if _from_cache else None,
             )
             if not trials:  # no news, or no such study (KeyError, as Optuna's)
                 models.StudyModel.find_or_raise_by_id(study_id, session)
@@ -470,19 +472,24 @@ class ResilientStorage(optuna.storages.RDBStorage):
             now = time.monotonic()
             for trial in trials:
                 if trial.state == TrialState.RUNNING:
-                    self._running_read_at.setdefault(trial._trial_id, now)
+                    self._running_read_at[trial._trial_id] = now
                 else:
                     self._running_read_at.pop(trial._trial_id, None)
         return trials
 
     def _read_recently(self, trial_id: int, state: TrialState) -> bool:
         """A running trial the cache read less than ``RUNNING_REFRESH_S`` ago (kept as is)."""
-        if state != TrialState.RUNNING or trial_id not in self._running_read_at:
-            return False
-        if time.monotonic() - self._running_read_at[trial_id] < RUNNING_REFRESH_S:
-            return True
-        del self._running_read_at[trial_id]  # read it now
-        return False
+        read_at = self._running_read_at.get(trial_id)
+        return (
+            state == TrialState.RUNNING
+            and read_at is not None
+            and time.monotonic() - read_at < RUNNING_REFRESH_S
+        )
+
+    def _first_sight(self, trial_id: int, state: TrialState) -> bool:
+        """A running trial the cache has not read yet: its row only, the rest ``RUNNING_REFRESH_S``
+        later (most trials are seen first just after they start, before they have anything)."""
+        return state == TrialState.RUNNING and trial_id not in self._running_read_at
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
         """One trial, read as plain rows (:mod:`hpsearch.trial_loading`)."""

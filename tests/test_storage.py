@@ -326,8 +326,8 @@ def test_trials_read_as_rows_equal_optunas_own_reading(db_url: str) -> None:
 def test_other_workers_running_trials_are_reread_at_a_slower_pace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another worker's running trial: its epoch reports show up within RUNNING_REFRESH_S,
-    its end at the next refresh (so finished trials are never late)."""
+    """Another worker's running trial: first its row only, its parameters and epoch reports
+    within RUNNING_REFRESH_S, its end at the next refresh (so finished trials are never late)."""
     import hpsearch.storage as storage_module
 
     clock = [1000.0]
@@ -345,8 +345,15 @@ def test_other_workers_running_trials_are_reread_at_a_slower_pace(
         return trial
 
     running = theirs.ask()
+    running.suggest_float("x", 0.0, 1.0)
     running.report(0.5, 1)
-    assert seen().intermediate_values == {1: 0.5}
+    first = seen()
+    assert first.state == TrialState.RUNNING and first.number == running.number
+    assert first.params == {} and first.intermediate_values == {}  # first sight: the row
+    assert seen().intermediate_values == {}  # read 1.5 s ago: kept
+    clock[0] += 10
+    assert seen().intermediate_values == {1: 0.5}  # due: read in full
+    assert seen().params == running.params
     running.report(0.6, 2)
     assert seen().intermediate_values == {1: 0.5}  # read 1.5 s ago: kept
     clock[0] += 10
