@@ -4,9 +4,9 @@ Optuna's ``RDBStorage._get_trials`` loads every trial as an ORM object with five
 collections, then builds a :class:`~optuna.trial.FrozenTrial` from it. Every worker does that
 for every trial of the study (its cache is per process), so with many workers it is most of
 the client's CPU. :func:`load_trials` reads the same rows with two SQLAlchemy Core selects (the
-trials, then one ``UNION ALL`` of the five related tables) and builds the same FrozenTrials,
-about 4x faster; ``tests/test_storage.py`` checks that the results are identical to Optuna's
-on every backend.
+trials, then one ``UNION ALL`` of the five related tables) and builds the same FrozenTrials
+with several times less CPU; ``tests/test_storage.py`` checks that the results are identical
+to Optuna's on every backend.
 """
 
 from __future__ import annotations
