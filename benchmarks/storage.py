@@ -20,7 +20,8 @@ warm-up trial (each loads all existing trials into Optuna's cache, timed as "loa
 a barrier, then run their share of the cell's trials. Trials/s = trials / wall time from the
 barrier to the last worker's end. After each cell the trials it added are deleted again, so
 every cell of a size runs on the same study. ``--repeats N`` runs the cells of a size N times,
-interleaved (8, 32, plain, hpsearch, then again), and reports the median and the range.
+interleaved (every worker count and mode once, then again), and reports the median and the
+range.
 
 A last part starts 200 workers against the PostgreSQL server, which allows 100 connections
 (``max_connections``), and counts the operations that failed with a connection error: plain
@@ -28,7 +29,8 @@ Optuna holds a connection per worker; hpsearch runs with ``HPSEARCH_DB_POOL=0`` 
 operation, none held between) and retries a refused connection.
 
     .venv/bin/python benchmarks/storage.py --quick    # ≈ 2 min
-    .venv/bin/python benchmarks/storage.py            # full: ≈ 60 min (3 repeats)
+    .venv/bin/python benchmarks/storage.py --sizes 1000,5000 --trials 320   # ≈ 45 min
+    .venv/bin/python benchmarks/storage.py            # full: adds 20,000 trials (prefill ≈ 14 min)
 
 The last line is ``RESULT storage_pg_ratio_32=<hpsearch trials/s ÷ plain trials/s>`` for
 PostgreSQL with 32 workers at the largest study size.
