@@ -567,8 +567,7 @@ def _markdown(meta: dict[str, Any], results: dict[str, Any], limit: dict[str, An
         "run on their own nodes and only the server's share is shared. Every cell starts "
         "from the same study (the trials a cell adds are deleted after it)"
     )
-    repeats = max((r.get("repeats", 1) for res in results.values() for r in res.get("rows", [])),
-                  default=1)  # fmt: skip
+    repeats = meta.get("repeats", 1)
     if repeats > 1:
         md += (
             f"; each cell ran {repeats} times, interleaved, and the tables show the median "
