@@ -51,6 +51,14 @@ SECTIONS = (
         "not run yet",
     ),
     (
+        "storage_levers",
+        "storage levers: Optuna's gRPC proxy, a study per worker",
+        ".venv/bin/python benchmarks/storage.py --backends postgresql --sizes 1000 "
+        "--trials 320 --modes plain,hpsearch,grpc,separate --limit-workers 0 "
+        "--name storage_levers",
+        "not run yet",
+    ),
+    (
         "gpu",
         "gpu",
         ".venv/bin/python benchmarks/gpu.py",
@@ -152,6 +160,8 @@ def _key_figure(name: str, data: dict[str, Any]) -> str:
                 figure += f"; {r['workers']} workers vs 100 connections: {r['mode']} "
                 figure += f"{r['errors']} errors"
             return figure
+        if name == "storage_levers":
+            return _levers_figure(data)
         if name == "gpu":
             best = max(data["trials_per_hour"], key=lambda t: t["trials_per_hour"])
             figure = f"best {best['trials_per_hour']:.0f} trials/h ({best['workers']} workers/GPU)"
@@ -167,6 +177,27 @@ def _key_figure(name: str, data: dict[str, Any]) -> str:
     except (KeyError, ValueError, TypeError):
         pass
     return "see section"
+
+
+def _levers_figure(data: dict[str, Any]) -> str:
+    """The change from the fewest to the most workers per mode, and the proxy's ratio."""
+    rows = [r for res in data["results"].values() for r in res.get("rows", [])]
+    rate = {(r["workers"], r["mode"]): r["trials_per_s"] for r in rows if "died" not in r}
+    counts = sorted({w for w, _ in rate if w > 1})
+    low, high = counts[0], counts[-1]
+    names = {"hpsearch": "hpsearch", "separate": "a study per worker", "plain": "plain"}
+    changes = [
+        f"{label} {100 * (rate[(high, mode)] / rate[(low, mode)] - 1):+.0f} %"
+        for mode, label in names.items()
+        if (low, mode) in rate and (high, mode) in rate
+    ]
+    figure = f"PostgreSQL, {low} → {high} workers: " + ", ".join(changes)
+    if (high, "grpc") in rate and (high, "plain") in rate:
+        figure += (
+            f"; gRPC proxy at {high} workers ×{rate[(high, 'grpc')] / rate[(high, 'plain')]:.2f} "
+            "plain Optuna"
+        )
+    return figure
 
 
 def build() -> str:

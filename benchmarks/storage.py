@@ -31,6 +31,13 @@ operation, none held between) and retries a refused connection.
     .venv/bin/python benchmarks/storage.py --quick    # ≈ 2 min
     .venv/bin/python benchmarks/storage.py --sizes 1000,5000 --trials 320   # ≈ 45 min
     .venv/bin/python benchmarks/storage.py            # full: adds 20,000 trials (prefill ≈ 14 min)
+    .venv/bin/python benchmarks/storage.py --backends postgresql --sizes 1000 --trials 320 \
+        --modes plain,hpsearch,grpc,separate --limit-workers 0 --name storage_levers  # ≈ 20 min
+
+The last command adds two modes next to plain and hpsearch: ``grpc``, plain Optuna's workers
+through one Optuna gRPC storage proxy process (``run_grpc_proxy_server``), and ``separate``,
+hpsearch's worker path with a study of its own per worker, which shares nothing but the
+server and the cores: its change from 8 to 32 workers is the floor for a shared study.
 
 The last line is ``RESULT storage_pg_ratio_32=<hpsearch trials/s ÷ plain trials/s>`` for
 PostgreSQL with 32 workers at the largest study size.
@@ -58,6 +65,10 @@ MARIADB_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/"
 STUDY_SPEC = _common.REPO_ROOT / "studies" / "fashion_mnist_quick.toml"
 EPOCHS = 3
 MODES = ("plain", "hpsearch")
+ALL_MODES = (*MODES, "grpc", "separate")
+"""``--modes`` adds ``grpc``: plain Optuna through Optuna's gRPC storage proxy, and
+``separate``: hpsearch's worker path with a study of its own per worker (nothing shared but
+the server and the cores: how much of a fall from 8 to 32 workers is this machine's)."""
 _next_stale_check = 0.0
 
 
@@ -106,6 +117,19 @@ def _open_study(mode: str, url: str, seed: int) -> Any:
     if mode == "plain":  # the same driver as hpsearch's (psycopg2 / pymysql)
         plain_url = _parse(url).render_as_string(hide_password=False)
         return optuna.load_study(study_name="bench", storage=plain_url, sampler=sampler)
+    if mode == "separate":  # removed after the cell by _trim
+        return optuna.create_study(
+            study_name=f"bench_separate_{os.getpid()}",
+            storage=cached(get_storage(url)),
+            sampler=sampler,
+            load_if_exists=True,
+        )
+    if mode == "grpc":  # the proxy this cell started (_serve_grpc_proxy)
+        proxy = optuna.storages.GrpcStorageProxy(
+            host="127.0.0.1", port=int(os.environ["BENCH_GRPC_PORT"])
+        )
+        proxy.wait_server_ready(timeout=60)
+        return optuna.load_study(study_name="bench", storage=proxy, sampler=sampler)
 
     # as hpsearch.study.load_study opens it for a worker
     return optuna.load_study(study_name="bench", storage=cached(get_storage(url)), sampler=sampler)
@@ -114,7 +138,7 @@ def _open_study(mode: str, url: str, seed: int) -> Any:
 def _one_trial(mode: str, study: Any, objective: Any) -> None:
     import optuna
 
-    if mode == "hpsearch":  # what hpsearch.worker.run_worker does around every trial
+    if mode in ("hpsearch", "separate"):  # what hpsearch.worker.run_worker does per trial
         global _next_stale_check
         if time.monotonic() >= _next_stale_check:
             with warnings.catch_warnings():
@@ -209,6 +233,33 @@ def _until(ready: Any, procs: list[Any], timeout_s: float = 1800) -> None:
         time.sleep(0.2)
 
 
+def _serve_grpc_proxy(url: str, port: int) -> None:
+    """The proxy process: Optuna's gRPC server on Optuna's default storage for ``url``."""
+    import optuna
+
+    from hpsearch.storage import _parse
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore")
+    plain_url = _parse(url).render_as_string(hide_password=False)
+    storage = optuna.storages.get_storage(plain_url)  # cached RDBStorage, as Optuna's docs say
+    optuna.storages.run_grpc_proxy_server(storage, host="127.0.0.1", port=port)
+
+
+def _process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of a running process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _run_cell(
     mode: str,
     url: str,
@@ -220,6 +271,32 @@ def _run_cell(
     ctx = mp.get_context("fork")
     barrier = ctx.Barrier(workers + 1)
     out = ctx.Queue()
+    proxy = None
+    if mode == "grpc":  # one proxy for all workers, as one per node would serve its workers
+        port = _free_port()
+        env = {**(env or {}), "BENCH_GRPC_PORT": str(port)}
+        proxy = ctx.Process(target=_serve_grpc_proxy, args=(url, port), daemon=True)
+        proxy.start()
+    try:
+        return _run_workers(ctx, barrier, out, proxy, mode, url, workers, trials, env, backend)
+    finally:
+        if proxy is not None:
+            proxy.kill()
+            proxy.join(timeout=10)
+
+
+def _run_workers(
+    ctx: Any,
+    barrier: Any,
+    out: Any,
+    proxy: Any,
+    mode: str,
+    url: str,
+    workers: int,
+    trials: int,
+    env: dict[str, str] | None,
+    backend: str,
+) -> dict[str, Any]:
     share = [trials // workers + (1 if i < trials % workers else 0) for i in range(workers)]
     procs = [
         ctx.Process(
@@ -236,11 +313,13 @@ def _run_cell(
         barrier.wait(timeout=60)
         start = time.time()
         server_cpu0 = _server_cpu_s(backend)
+        proxy_cpu0 = _process_cpu_s(proxy.pid) if proxy else 0.0
         results = []
         while len(results) < workers:
             _until(lambda: not out.empty(), procs)
             results.append(out.get())
         server_cpu = _server_cpu_s(backend) - server_cpu0
+        proxy_cpu = _process_cpu_s(proxy.pid) - proxy_cpu0 if proxy else 0.0
     except _WorkersDied as e:
         for p in procs:
             p.kill()
@@ -265,6 +344,7 @@ def _run_cell(
         "load_s_median": _common.percentile(loads, 50),
         "client_cpu_ms": 1000 * sum(r.get("cpu_s", 0.0) for r in results) / max(n_done, 1),
         "server_cpu_ms": 1000 * server_cpu / max(n_done, 1),
+        "proxy_cpu_ms": 1000 * proxy_cpu / max(n_done, 1),
     }
 
 
@@ -353,13 +433,18 @@ class _Database:
 
 
 def _trim(url: str, keep: int) -> None:
-    """Delete the trials numbered ``keep`` and above (what the last cell added) with their rows."""
+    """Delete the trials numbered ``keep`` and above (what the last cell added) with their rows,
+    and the studies of mode ``separate``."""
+    import optuna
     import sqlalchemy as sa
     from optuna.storages._rdb import models
 
     from hpsearch.storage import get_storage
 
     storage = get_storage(url, heartbeat=False)
+    for name in optuna.get_all_study_names(storage):
+        if name != "bench":
+            optuna.delete_study(study_name=name, storage=storage)
     trials = models.TrialModel.__table__
     added = sa.select(trials.c.trial_id).where(trials.c.number >= keep).scalar_subquery()
     with storage.engine.begin() as conn:
@@ -415,7 +500,12 @@ def _existing(url: str) -> int:
 
 
 def run_backend(
-    backend: str, sizes: list[int], worker_counts: list[int], trials: int, repeats: int = 1
+    backend: str,
+    sizes: list[int],
+    worker_counts: list[int],
+    trials: int,
+    repeats: int = 1,
+    modes: tuple[str, ...] = MODES,
 ) -> dict[str, Any]:
     """All cells of one backend, each ``repeats`` times: ``{"rows": [medians], "runs": [every
     cell]}``, or ``{"skipped": reason}``."""
@@ -434,7 +524,7 @@ def run_backend(
                 fill_s = time.perf_counter() - t0
                 existing = _existing(db.url)
                 for repeat, workers, mode in (
-                    (r, w, m) for r in range(repeats) for w in worker_counts for m in MODES
+                    (r, w, m) for r in range(repeats) for w in worker_counts for m in modes
                 ):
                     row = _run_cell(mode, db.url, workers, max(trials, workers), backend=backend)
                     _trim(db.url, existing)
@@ -515,9 +605,10 @@ def _scaling_table(cells: dict[tuple[str, int, int], dict[str, dict[str, Any]]])
         return ""
     low, high = counts[0], counts[-1]
     rows = []
+    modes = [m for m in ALL_MODES if any(m in by_mode for by_mode in cells.values())]
     for backend, size in dict.fromkeys((b, s) for b, s, _ in cells):
         line: list[Any] = [backend, f"{size:,}"]
-        for mode in MODES:
+        for mode in modes:
             a = cells.get((backend, size, low), {}).get(mode)
             b = cells.get((backend, size, high), {}).get(mode)
             if not a or not b or "died" in a or "died" in b:
@@ -528,16 +619,75 @@ def _scaling_table(cells: dict[tuple[str, int, int], dict[str, dict[str, Any]]])
         rows.append(line)
     md = (
         f"\n### From {low} to {high} workers\n\nMedian trials/s (range over the repeats) at "
-        f"{low} and at {high} workers, and the change of the median.\n\n"
+        f"{low} and at {high} workers, and the change of the median."
+    )
+    if "separate" in modes:
+        md += (
+            " *hpsearch, a study per worker*: the same worker path, but every worker has a "
+            "study of its own in the same database (empty at the start), so nothing is "
+            "shared but the server and the cores: its change is what this machine does to "
+            "any worker that talks to the database, the floor for a shared study"
+        )
+    md += ".\n\n"
+    headers = ["backend", "existing trials"]
+    for mode in modes:
+        headers += [f"{_MODE_NAMES[mode]} {low} → {high}", f"{_MODE_NAMES[mode]} change"]
+    return md + _common.table(headers, rows)
+
+
+_MODE_NAMES = {
+    "plain": "plain",
+    "hpsearch": "hpsearch",
+    "grpc": "gRPC proxy",
+    "separate": "hpsearch, a study per worker",
+}
+
+
+def _grpc_table(cells: dict[tuple[str, int, int], dict[str, dict[str, Any]]]) -> str:
+    """Plain Optuna through Optuna's gRPC proxy, next to plain Optuna and hpsearch."""
+    rows = []
+    for (backend, size, workers), by_mode in cells.items():
+        proxied, plain, ours = by_mode.get("grpc"), by_mode.get("plain"), by_mode.get("hpsearch")
+        if not proxied or not plain or not ours:
+            continue
+        died = any("died" in r for r in (proxied, plain, ours))
+        rows.append(
+            (
+                backend,
+                f"{size:,}",
+                workers,
+                _rate(proxied),
+                "–" if died else f"{proxied['trials_per_s'] / plain['trials_per_s']:.2f}",
+                "–" if died else f"{ours['trials_per_s'] / proxied['trials_per_s']:.2f}",
+                _num(proxied, "p50_ms") + " / " + _num(proxied, "p99_ms"),
+                "–"
+                if "died" in proxied
+                else f"{proxied['client_cpu_ms']:.0f} + {proxied['proxy_cpu_ms']:.0f} + "
+                f"{proxied['server_cpu_ms']:.0f}",
+                _num(proxied, "load_s_median", "{:.1f}"),
+                _num(proxied, "errors", "{}"),
+            )
+        )
+    if not rows:
+        return ""
+    md = (
+        "\n### Optuna's gRPC storage proxy\n\n*gRPC proxy* = plain Optuna's workers "
+        "(`study.optimize`, no heartbeats) connected to one `run_grpc_proxy_server` process "
+        "(Optuna's cached RDBStorage on the same database), as one proxy per node would "
+        "serve that node's workers; started per cell, its CPU counted separately.\n\n"
     )
     return md + _common.table(
         [
             "backend",
             "existing trials",
-            f"plain {low} → {high}",
-            "plain change",
-            f"hpsearch {low} → {high}",
-            "hpsearch change",
+            "workers",
+            "gRPC proxy trials/s",
+            "÷ plain",
+            "hpsearch ÷ gRPC proxy",
+            "p50/p99 ms",
+            "CPU ms/trial workers + proxy + database",
+            "load s",
+            "errors",
         ],
         rows,
     )
@@ -550,8 +700,13 @@ def _cpu(row: dict[str, Any]) -> str:
     return f"{row['client_cpu_ms']:.0f} + {server}"
 
 
-def _markdown(meta: dict[str, Any], results: dict[str, Any], limit: dict[str, Any]) -> str:
-    md = _common.header("storage: many workers on one study database", meta)
+def _markdown(
+    meta: dict[str, Any],
+    results: dict[str, Any],
+    limit: dict[str, Any],
+    title: str = "storage: many workers on one study database",
+) -> str:
+    md = _common.header(title, meta)
     md += (
         f"\nOne trial = 12 sampled parameters, 9 user attributes, {EPOCHS} reports with a "
         "pruning check each, then the result; RandomSampler; no training. *plain* = Optuna "
@@ -623,6 +778,7 @@ def _markdown(meta: dict[str, Any], results: dict[str, Any], limit: dict[str, An
         table_rows,
     )
     md += _scaling_table(cells)
+    md += _grpc_table(cells)
     for note in notes:
         md += f"\nKilled: {note}.\n"
     for name, res in results.items():
@@ -651,6 +807,12 @@ def _markdown(meta: dict[str, Any], results: dict[str, Any], limit: dict[str, An
     return md
 
 
+_TITLES = {
+    "storage": "storage: many workers on one study database",
+    "storage_levers": "storage levers: Optuna's gRPC proxy, a study per worker",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, ≈ 2 minutes")
@@ -667,6 +829,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workers", help="concurrent worker processes, e.g. 1,8,32")
     parser.add_argument("--trials", type=int, help="trials per cell (all workers together)")
+    parser.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="comma-separated subset of plain,hpsearch,grpc,separate (grpc: plain Optuna "
+        "through Optuna's gRPC storage proxy; separate: hpsearch's worker path, a study per "
+        "worker, the floor; both are shown next to plain and hpsearch)",
+    )
+    parser.add_argument(
+        "--name",
+        default="storage",
+        help="results file name in benchmarks/results/ (default storage; storage_levers for "
+        "the run with --modes plain,hpsearch,grpc,separate)",
+    )
     parser.add_argument(
         "--repeats", type=int, help="runs of every cell, interleaved (default: 3; --quick: 1)"
     )
@@ -685,6 +860,10 @@ def main(argv: list[str] | None = None) -> int:
     ]
     trials = args.trials or (40 if args.quick else 160)
     repeats = args.repeats or (1 if args.quick else 3)
+    modes = tuple(args.modes.split(","))
+    unknown = set(modes) - set(ALL_MODES)
+    if unknown:
+        parser.error(f"--modes: unknown {sorted(unknown)}; choose from {','.join(ALL_MODES)}")
     limit_workers = (
         args.limit_workers if args.limit_workers is not None else (0 if args.quick else 200)
     )
@@ -698,7 +877,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     results = {
         b: run_backend(
-            b, sizes if b == "postgresql" else other_sizes, worker_counts, trials, repeats
+            b, sizes if b == "postgresql" else other_sizes, worker_counts, trials, repeats, modes
         )
         for b in args.backends.split(",")
     }
@@ -708,11 +887,12 @@ def main(argv: list[str] | None = None) -> int:
         mode="quick" if args.quick else "full",
         trials_per_cell=trials,
         repeats=repeats,
+        modes=list(modes),
         sampler="RandomSampler",
     )
     _common.write_results(
-        "storage_quick" if args.quick else "storage",
-        _markdown(meta, results, limit),
+        f"{args.name}_quick" if args.quick else args.name,
+        _markdown(meta, results, limit, _TITLES.get(args.name, f"storage: {args.name}")),
         {"meta": meta, "results": results, "connection_limit": limit},
     )
     rows = results.get("postgresql", {}).get("rows", [])

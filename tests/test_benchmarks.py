@@ -91,3 +91,32 @@ def test_storage_repeats_are_reported_as_median_and_range(
     table = storage._scaling_table(cells)
     assert "| postgresql | 1,000 | 11.0 (10.0–12.0) → 6.0 (5.0–7.0) | -45 % |" in table
     assert "30.0 (20.0–40.0) → 33.0 (33.0–33.0) | +10 % |" in table
+
+
+def test_storage_levers_are_compared_with_plain_and_hpsearch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A run with ``--modes plain,hpsearch,grpc,separate`` gets a table of the gRPC proxy's
+    trials/s as a ratio to both plain and hpsearch, its CPU split into workers, proxy and
+    database, and a column per mode in the table of the change from 8 to 32 workers."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import storage
+
+    def row(workers: int, mode: str, rate: float) -> dict[str, object]:
+        return {"backend": "postgresql", "size": 1000, "workers": workers, "mode": mode,
+                "trials_per_s": rate, "trials": 320, "errors": 0, "p50_ms": 500.0,
+                "p99_ms": 900.0, "load_s_median": 1.5, "client_cpu_ms": 17.0,
+                "proxy_cpu_ms": 60.0, "server_cpu_ms": 16.0}  # fmt: skip
+
+    rates = {"plain": (20.0, 10.0), "hpsearch": (60.0, 50.0), "grpc": (15.0, 12.0),
+             "separate": (80.0, 64.0)}  # fmt: skip
+    cells: dict[tuple[str, int, int], dict[str, dict[str, object]]] = {}
+    for mode, (at8, at32) in rates.items():
+        for workers, rate in ((8, at8), (32, at32)):
+            cells.setdefault(("postgresql", 1000, workers), {})[mode] = row(workers, mode, rate)
+    table = storage._grpc_table(cells)
+    assert "| postgresql | 1,000 | 32 | 12.0 | 1.20 | 4.17 | 500 / 900 | 17 + 60 + 16 |" in table
+    scaling = storage._scaling_table(cells)
+    assert "gRPC proxy 8 → 32" in scaling and "15.0 → 12.0 | -20 % |" in scaling
+    assert "hpsearch, a study per worker 8 → 32" in scaling and "the floor" in scaling
+    assert storage._grpc_table({k: {"plain": v["plain"]} for k, v in cells.items()}) == ""
