@@ -149,12 +149,31 @@ def _one_trial(mode: str, study: Any, objective: Any) -> None:
     study.optimize(objective, n_trials=1)
 
 
+def _count_sql() -> dict[str, int]:
+    """Count this process's SQL statements and commits (SQLAlchemy engine events) from now on."""
+    import sqlalchemy
+
+    counts = {"statements": 0, "commits": 0}
+
+    def statement(*_: Any) -> None:
+        counts["statements"] += 1
+
+    def commit(*_: Any) -> None:
+        counts["commits"] += 1
+
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", statement)
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", commit)
+    return counts
+
+
 def _worker(
     mode: str, url: str, n_trials: int, seed: int, barrier: Any, out: Any, env: dict[str, str]
 ) -> None:
     """One worker process: warm up, wait for all, run ``n_trials``; report what happened."""
     os.environ.update(env)
     import optuna
+
+    sql = _count_sql()
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore")
@@ -169,6 +188,7 @@ def _worker(
         result["errors"].append(_error_text(e))
     barrier.wait()
     cpu0 = time.process_time()
+    sql_before = sum(sql.values())
     if not result["errors"]:
         for _ in range(n_trials):
             t0 = time.perf_counter()
@@ -180,6 +200,7 @@ def _worker(
             result["latencies"].append(time.perf_counter() - t0)
     result["end"] = time.time()
     result["cpu_s"] = time.process_time() - cpu0  # this process, all its threads
+    result["sql"] = sum(sql.values()) - sql_before
     out.put(result)
 
 
@@ -345,6 +366,10 @@ def _run_workers(
         "client_cpu_ms": 1000 * sum(r.get("cpu_s", 0.0) for r in results) / max(n_done, 1),
         "server_cpu_ms": 1000 * server_cpu / max(n_done, 1),
         "proxy_cpu_ms": 1000 * proxy_cpu / max(n_done, 1),
+        # statements and commits, all threads (heartbeats too); gRPC: in the proxy, not counted
+        "sql_per_trial": None
+        if mode == "grpc"
+        else sum(r.get("sql", 0) for r in results) / max(n_done, 1),
     }
 
 
@@ -693,6 +718,12 @@ def _grpc_table(cells: dict[tuple[str, int, int], dict[str, dict[str, Any]]]) ->
     )
 
 
+def _sql(row: dict[str, Any]) -> str:
+    """SQL statements plus commits per trial (all of a worker's threads), if counted."""
+    value = row.get("sql_per_trial")
+    return "–" if value is None or "died" in row else f"{value:.0f}"
+
+
 def _cpu(row: dict[str, Any]) -> str:
     if "client_cpu_ms" not in row:
         return "–"
@@ -719,7 +750,9 @@ def _markdown(
         "CPU-bound, so trials/s measures the CPU cost per trial of client and server "
         "together. *CPU ms/trial*: the worker processes' CPU time (all threads) and the "
         "database server's (its processes in /proc), per trial; on a cluster the workers "
-        "run on their own nodes and only the server's share is shared. Every cell starts "
+        "run on their own nodes and only the server's share is shared. *SQL statements + "
+        "commits per trial*: what the workers sent through SQLAlchemy, heartbeats included "
+        "(psycopg2 also sends a BEGIN per transaction). Every cell starts "
         "from the same study (the trials a cell adds are deleted after it)"
     )
     repeats = meta.get("repeats", 1)
@@ -758,6 +791,7 @@ def _markdown(
                 + " / "
                 + _num(ours, "load_s_median", "{:.1f}"),
                 _num(plain, "errors", "{}") + " / " + _num(ours, "errors", "{}"),
+                _sql(plain) + " / " + _sql(ours),
             )
         )
     md += _common.table(
@@ -774,6 +808,7 @@ def _markdown(
             "hpsearch CPU ms/trial client + server",
             "load s plain/hpsearch",
             "errors plain/hpsearch",
+            "SQL statements + commits per trial plain/hpsearch",
         ],
         table_rows,
     )
