@@ -51,6 +51,13 @@ SECTIONS = (
         "not run yet",
     ),
     (
+        "storage_20k",
+        "storage: a 20,000-trial study",
+        ".venv/bin/python benchmarks/storage.py --backends postgresql --sizes 20000 "
+        "--workers 8,32 --trials 320 --repeats 1 --limit-workers 0 --name storage_20k",
+        "not run yet",
+    ),
+    (
         "storage_levers",
         "storage levers: Optuna's gRPC proxy, a study per worker",
         ".venv/bin/python benchmarks/storage.py --backends postgresql --sizes 1000 "
@@ -143,7 +150,7 @@ def _key_figure(name: str, data: dict[str, Any]) -> str:
             ]
             figure = "mean best val acc: " + ", ".join(parts)
             return figure + ("; mean time to target: " + ", ".join(times) if times else "")
-        if name == "storage":
+        if name in ("storage", "storage_20k"):
             rows = [r for res in data["results"].values() for r in res.get("rows", [])]
             rows = [r for r in rows if r["backend"] == "postgresql" and "died" not in r]
             modes: dict[tuple[int, int], dict[str, float]] = {}

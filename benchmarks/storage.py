@@ -31,6 +31,8 @@ operation, none held between) and retries a refused connection.
     .venv/bin/python benchmarks/storage.py --quick    # ≈ 2 min
     .venv/bin/python benchmarks/storage.py --sizes 1000,5000 --trials 320   # ≈ 45 min
     .venv/bin/python benchmarks/storage.py            # full: adds 20,000 trials (prefill ≈ 14 min)
+    .venv/bin/python benchmarks/storage.py --backends postgresql --sizes 20000 --workers 8,32 \
+        --trials 320 --repeats 1 --limit-workers 0 --name storage_20k   # 20,000 trials only
     .venv/bin/python benchmarks/storage.py --backends postgresql --sizes 1000 --trials 320 \
         --modes plain,hpsearch,grpc,separate --limit-workers 0 --name storage_levers  # ≈ 20 min
 
@@ -644,11 +646,11 @@ def _scaling_table(cells: dict[tuple[str, int, int], dict[str, dict[str, Any]]])
         rows.append(line)
     md = (
         f"\n### From {low} to {high} workers\n\nMedian trials/s (range over the repeats) at "
-        f"{low} and at {high} workers, and the change of the median."
+        f"{low} and at {high} workers, and the change of the median"
     )
     if "separate" in modes:
         md += (
-            " *hpsearch, a study per worker*: the same worker path, but every worker has a "
+            ". *hpsearch, a study per worker*: the same worker path, but every worker has a "
             "study of its own in the same database (empty at the start), so nothing is "
             "shared but the server and the cores: its change is what this machine does to "
             "any worker that talks to the database, the floor for a shared study"
@@ -845,6 +847,7 @@ def _markdown(
 _TITLES = {
     "storage": "storage: many workers on one study database",
     "storage_levers": "storage levers: Optuna's gRPC proxy, a study per worker",
+    "storage_20k": "storage: a 20,000-trial study",
 }
 
 
