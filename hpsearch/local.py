@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from hpsearch.env import runs_dir
+from hpsearch.preemption import raise_if_stop_requested, stop_signals
 from hpsearch.study import BudgetState, budget_state, load_study
 
 _logger = logging.getLogger(__name__)
@@ -93,8 +94,6 @@ def run_local(
             )
     study, spec = load_study(study_name, storage_url, heartbeat=False)
     interrupted = False
-    # A SIGTERM to `hpsearch run` (a batch job ending, `kill`) stops the workers like Ctrl-C.
-    previous_term = signal.signal(signal.SIGTERM, signal.default_int_handler)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -102,11 +101,18 @@ def run_local(
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+    # Ctrl-C, a SIGTERM to `hpsearch run` (a batch job ending, `kill`) or SIGUSR1 stops the
+    # workers. The signal is also remembered and checked at every poll: its exception can be
+    # lost when it lands in a finalizer (see hpsearch.preemption).
+    with (
+        stop_signals(),
+        Progress(*columns, console=console, disable=not console.is_terminal) as progress,
+    ):
         task = progress.add_task(study_name, total=spec.budget.n_trials, detail="starting")
         last_line = ""
         try:
             while any(p.poll() is None for p in procs):
+                raise_if_stop_requested()
                 line = _update(progress, task, study, budget_state(study, spec), procs)
                 if not console.is_terminal and line != last_line:
                     console.print(f"{study_name}: {line}")  # logs and CI get a line per change
@@ -118,8 +124,6 @@ def run_local(
                 "[yellow]interrupted: stopping workers (trials in flight are re-queued)"
             )
             _stop(procs)
-        finally:
-            signal.signal(signal.SIGTERM, previous_term)
         _update(progress, task, study, budget_state(study, spec), procs)
     return RunResult([p.wait() for p in procs], interrupted, log_dir)
 

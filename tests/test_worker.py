@@ -217,7 +217,7 @@ def test_interrupted_run_requeues_and_rerun_finishes(
     tmp_path: Path, sqlite_url: str, sig: signal.Signals
 ) -> None:
     path = tmp_path / "c.toml"
-    path.write_text(slow_trial_spec("c"))
+    path.write_text(slow_trial_spec("c", train_subset=6000))  # epochs of a second or more
     run = subprocess.Popen(
         [sys.executable, "-m", "hpsearch", "run", str(path), "--storage", sqlite_url],
         cwd=ROOT,
@@ -228,7 +228,8 @@ def test_interrupted_run_requeues_and_rerun_finishes(
     wait_for_epochs("c", 0, at_least=2)
     run.send_signal(sig)
     output, _ = run.communicate(timeout=60)
-    assert run.returncode == 130, output
+    logs = "".join(f.read_text() for f in (tmp_path / "runs" / "c" / "logs").glob("*.log"))
+    assert run.returncode == 130, output + "\nworker log:\n" + logs[-3000:]
     assert "interrupted: stopping workers" in output
     study, _ = load_study("c", sqlite_url)
     assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.WAITING]
