@@ -151,21 +151,19 @@ def _one_trial(mode: str, study: Any, objective: Any) -> None:
     study.optimize(objective, n_trials=1)
 
 
-def _count_sql() -> dict[str, int]:
-    """Count this process's SQL statements and commits (SQLAlchemy engine events) from now on."""
+def _count_sql() -> list[int]:
+    """Count this process's SQL statements plus commits (SQLAlchemy engine events) from now on;
+    the count is the list's one item."""
     import sqlalchemy
 
-    counts = {"statements": 0, "commits": 0}
+    count = [0]
 
-    def statement(*_: Any) -> None:
-        counts["statements"] += 1
+    def one_more(*_: Any) -> None:
+        count[0] += 1
 
-    def commit(*_: Any) -> None:
-        counts["commits"] += 1
-
-    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", statement)
-    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", commit)
-    return counts
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", one_more)
+    sqlalchemy.event.listen(sqlalchemy.engine.Engine, "commit", one_more)
+    return count
 
 
 def _worker(
@@ -190,7 +188,7 @@ def _worker(
         result["errors"].append(_error_text(e))
     barrier.wait()
     cpu0 = time.process_time()
-    sql_before = sum(sql.values())
+    sql_before = sql[0]
     if not result["errors"]:
         for _ in range(n_trials):
             t0 = time.perf_counter()
@@ -202,7 +200,7 @@ def _worker(
             result["latencies"].append(time.perf_counter() - t0)
     result["end"] = time.time()
     result["cpu_s"] = time.process_time() - cpu0  # this process, all its threads
-    result["sql"] = sum(sql.values()) - sql_before
+    result["sql"] = sql[0] - sql_before
     out.put(result)
 
 
@@ -211,6 +209,17 @@ def _error_text(error: BaseException) -> str:
     if os.environ.get("BENCH_DEBUG"):
         traceback.print_exc()
     return text
+
+
+def _stat_fields(proc: Path) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, ...)."""
+    return (proc / "stat").read_text().rsplit(")", 1)[1].split()
+
+
+def _process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, all threads) of a running process, from /proc."""
+    fields = _stat_fields(Path(f"/proc/{pid}"))
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _server_cpu_s(backend: str) -> float:
@@ -227,7 +236,7 @@ def _server_cpu_s(backend: str) -> float:
         try:
             if (proc / "comm").read_text().strip() not in names:
                 continue
-            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = _stat_fields(proc)
         except OSError:
             continue  # exited meanwhile
         ticks += int(fields[11]) + int(fields[12])  # utime, stime
@@ -267,12 +276,6 @@ def _serve_grpc_proxy(url: str, port: int) -> None:
     plain_url = _parse(url).render_as_string(hide_password=False)
     storage = optuna.storages.get_storage(plain_url)  # cached RDBStorage, as Optuna's docs say
     optuna.storages.run_grpc_proxy_server(storage, host="127.0.0.1", port=port)
-
-
-def _process_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system, all threads) of a running process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _free_port() -> int:
