@@ -169,7 +169,8 @@ def main() -> None:
         gen_s = generate(url, args.trials, args.epochs)
         print(f"generated {args.trials} trials in {gen_s:.1f} s at {url}")
         # No response cache: every request below ranks and serializes all trials again. The
-        # server's TrialCache (finished trials are read once) stays on, as in a live dashboard.
+        # server's LeaderboardRowCache (finished trials are read once) stays on, as in a live
+        # dashboard.
         server, _ = make_dashboard_server(
             url, host="127.0.0.1", port=0, write_notes=False, response_cache_s=0.0
         )

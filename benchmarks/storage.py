@@ -85,26 +85,29 @@ def _objective(space: Any, rng: random.Random) -> Any:
     import optuna
 
     from hpsearch.space import sample_config
+    from hpsearch.storage import trial_writes
 
     def objective(trial: optuna.Trial) -> float:
-        config = sample_config(trial, space)
-        trial.set_user_attr("hpsearch:config", config.summary())
-        for key, value in (
-            ("seed", trial.number),
-            ("host", "bench"),
-            ("pid", str(os.getpid())),
-            ("keras_backend", "tensorflow"),
-            ("n_params", 123456),
-            ("gpu", "0"),
-        ):
-            trial.set_user_attr(f"hpsearch:{key}", value)
+        with trial_writes(trial):  # as hpsearch's objective: one transaction (plain: no-op)
+            config = sample_config(trial, space)
+            trial.set_user_attr("hpsearch:config", config.summary())
+            for key, value in (
+                ("seed", trial.number),
+                ("host", "bench"),
+                ("pid", str(os.getpid())),
+                ("keras_backend", "tensorflow"),
+                ("n_params", 123456),
+                ("gpu", "0"),
+            ):
+                trial.set_user_attr(f"hpsearch:{key}", value)
         value = 0.0
         for epoch in range(1, EPOCHS + 1):
             value = rng.uniform(0.7, 0.9)
             trial.report(value, epoch)
             trial.should_prune()  # the pruner's read of the study, as every epoch does
-        trial.set_user_attr("hpsearch:epochs", EPOCHS)
-        trial.set_user_attr("hpsearch:wall_time_s", 1.0)
+        with trial_writes(trial):
+            trial.set_user_attr("hpsearch:epochs", EPOCHS)
+            trial.set_user_attr("hpsearch:wall_time_s", 1.0)
         return value
 
     return objective
@@ -114,10 +117,10 @@ def _open_study(mode: str, url: str, seed: int) -> Any:
     import optuna
 
     sampler = optuna.samplers.RandomSampler(seed=seed)
-    from hpsearch.storage import _parse, cached, get_storage
+    from hpsearch.storage import cached, get_storage, parse_url
 
     if mode == "plain":  # the same driver as hpsearch's (psycopg2 / pymysql)
-        plain_url = _parse(url).render_as_string(hide_password=False)
+        plain_url = parse_url(url).render_as_string(hide_password=False)
         return optuna.load_study(study_name="bench", storage=plain_url, sampler=sampler)
     if mode == "separate":  # removed after the cell by _trim
         return optuna.create_study(
@@ -269,11 +272,11 @@ def _serve_grpc_proxy(url: str, port: int) -> None:
     """The proxy process: Optuna's gRPC server on Optuna's default storage for ``url``."""
     import optuna
 
-    from hpsearch.storage import _parse
+    from hpsearch.storage import parse_url
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore")
-    plain_url = _parse(url).render_as_string(hide_password=False)
+    plain_url = parse_url(url).render_as_string(hide_password=False)
     storage = optuna.storages.get_storage(plain_url)  # cached RDBStorage, as Optuna's docs say
     optuna.storages.run_grpc_proxy_server(storage, host="127.0.0.1", port=port)
 

@@ -236,7 +236,7 @@ def status(
         from hpsearch.report import study_summary
         from hpsearch.study import load_study
 
-        study, spec = load_study(name, storage, heartbeat=False)
+        study, spec = load_study(name, storage, heartbeat=False, read_only=True)
         summary = study_summary(study, load_baselines(baselines), spec.data.dataset)
         if _went_through_slurm(study):
             summary.update(_slurm_status(name))
@@ -267,7 +267,7 @@ def _print_status(name: str, storage: str | None, top: int, baselines_file: Path
     from hpsearch.report import study_summary
     from hpsearch.study import load_study
 
-    study, spec = load_study(name, storage, heartbeat=False)
+    study, spec = load_study(name, storage, heartbeat=False, read_only=True)
     summary = study_summary(study, load_baselines(baselines_file), spec.data.dataset)
     counts = summary["counts"]
     causes = ", ".join(f"{k} {v}" for k, v in summary["failed_by_cause"].items())
@@ -336,7 +336,7 @@ def best(
     from hpsearch.export import export_best
     from hpsearch.study import load_study
 
-    study, spec = load_study(name, storage, heartbeat=False)
+    study, spec = load_study(name, storage, heartbeat=False, read_only=True)
     record = export_best(study, spec, export)
     m = record["metrics"]
     out.print(
@@ -354,6 +354,14 @@ def main() -> None:
         if _state["debug"]:
             raise
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as e:  # a database that fails mid-command: one line, not a traceback
+        from hpsearch.storage import database_error
+
+        message = database_error(e)
+        if message is None or _state["debug"]:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -115,7 +115,9 @@ def report(
         if fmt not in ("html", "md", "csv"):
             fmt = "html"
     text = build_report(name, storage, fmt, baselines_file=baselines, top=top)
-    write_study_notes(get_storage(storage, heartbeat=False), load_baselines(baselines), [name])
+    write_study_notes(
+        get_storage(storage, heartbeat=False, read_only=True), load_baselines(baselines), [name]
+    )
     if output is not None and str(output) == "-":
         out.file.write(text)
         return

@@ -39,7 +39,7 @@ import optuna
 
 from hpsearch.baselines import Baseline, load_baselines
 from hpsearch.errors import HpsearchError
-from hpsearch.report import TrialCache, leaderboard, list_studies
+from hpsearch.report import LeaderboardRowCache, leaderboard, list_studies
 from hpsearch.storage import get_storage, mask_url, resolve_url
 
 _logger = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ class DashboardApp:
         self.allow_writes = allow_writes
         self.storage_label = storage_label
         self.assets = assets_dir()
-        self.trial_cache = TrialCache()
+        self.trial_cache = LeaderboardRowCache()
         self.response_cache_s = response_cache_s
         self._recent: dict[tuple[Any, ...], tuple[float, dict[str, Any]]] = {}
         self._lock = threading.Lock()
@@ -445,7 +445,7 @@ def make_dashboard_server(
     check_bind(host, token)
     url = resolve_url(storage_url)
     baselines = load_baselines(baselines_file)
-    storage = get_storage(url, heartbeat=False)
+    storage = get_storage(url, heartbeat=False, read_only=True)
     app = DashboardApp(
         storage,
         baselines,

@@ -35,6 +35,7 @@ from hpsearch.model import build_model, compile_model
 from hpsearch.preemption import raise_if_stop_requested
 from hpsearch.space import sample_config
 from hpsearch.spec import StudySpec
+from hpsearch.storage import count_live_trials_before, trial_id, trial_writes
 
 if TYPE_CHECKING:
     import keras
@@ -275,7 +276,7 @@ class Objective:
         return self._splits
 
     def __call__(self, trial: optuna.Trial) -> float:
-        self.current_trial_id = trial._trial_id
+        self.current_trial_id = trial_id(trial)
         if self._is_surplus(trial):
             message = (
                 f"trial {trial.number} is beyond the budget of {self.spec.budget.n_trials} "
@@ -284,18 +285,17 @@ class Objective:
             trial.set_user_attr("hpsearch:fail_reason", "budget")
             trial.set_user_attr("hpsearch:error", message)
             raise BudgetReachedError(message)
-        config = sample_config(trial, self.spec.search)
-        system_attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
-        root = int(system_attrs.get("failed_trial", trial.number))
+        root = int(
+            trial.storage.get_trial_system_attrs(trial_id(trial)).get("failed_trial", trial.number)
+        )
         checkpoint = Checkpoint(self.folder / f"trial_{root}")
         seed = (self.spec.sampler.seed or 0) + root
-        for key in ("hpsearch:fail_reason", "hpsearch:error"):
-            if key in trial.user_attrs:
-                trial.set_user_attr(key, None)
-        trial.set_user_attr("hpsearch:config", config.summary())
-        trial.set_user_attr("hpsearch:seed", seed)
-        for key, value in where_am_i().items():
-            trial.set_user_attr(f"hpsearch:{key}", value)
+        with trial_writes(trial):  # one transaction: other workers read them with the trial
+            config = sample_config(trial, self.spec.search)
+            trial.set_user_attr("hpsearch:config", config.summary())
+            trial.set_user_attr("hpsearch:seed", seed)
+            for key, value in where_am_i().items():
+                trial.set_user_attr(f"hpsearch:{key}", value)
         progress = _Progress(0, math.nan, time.monotonic(), 0.0)
         try:
             import keras
@@ -336,18 +336,25 @@ class Objective:
                 verbose=0,
             )
             _, test_acc = model.evaluate(splits.x_test, splits.y_test, batch_size=512, verbose=0)
-            trial.set_user_attr("hpsearch:test_accuracy", float(test_acc))
-            self._finish(trial, checkpoint, progress)
+            self._finish(trial, checkpoint, progress, test_accuracy=float(test_acc))
             return progress.val_accuracy
         except optuna.TrialPruned:
             self._finish(trial, checkpoint, progress)
             raise
         except (Exception, KeyboardInterrupt) as e:
             reason = classify_failure(e)
-            trial.set_user_attr("hpsearch:fail_reason", reason)
-            trial.set_user_attr("hpsearch:error", f"{type(e).__name__}: {e}"[:500])
-            trial.set_user_attr("hpsearch:epochs", progress.epochs)
-            trial.set_user_attr("hpsearch:wall_time_s", progress.wall_time())
+            try:
+                with trial_writes(trial):
+                    trial.set_user_attr("hpsearch:fail_reason", reason)
+                    trial.set_user_attr("hpsearch:error", f"{type(e).__name__}: {e}"[:500])
+                    self._record_progress(trial, progress)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                _logger.warning(
+                    "[%s trial %d] was failed by another worker meanwhile (no heartbeat "
+                    "reached the database); this attempt's failure is not recorded",
+                    log_prefix(),
+                    trial.number,
+                )
             if reason != "preempted":
                 checkpoint.remove()
             if reason == "oom":
@@ -360,17 +367,22 @@ class Objective:
         Workers check the budget before asking for a trial, but two can ask at once for the
         last one. Trial numbers are assigned one at a time, so ranking by number is exact.
         """
-        backend = getattr(trial.storage, "_backend", trial.storage)
-        if hasattr(backend, "count_live_trials_before"):  # hpsearch's storage: a fresh count
-            alive = backend.count_live_trials_before(trial.study._study_id, trial.number)
-        else:
-            alive = sum(
-                t.state != optuna.trial.TrialState.FAIL and t.number < trial.number
-                for t in trial.study.get_trials(deepcopy=False)
-            )
-        return alive >= self.spec.budget.n_trials
+        return count_live_trials_before(trial) >= self.spec.budget.n_trials
 
-    def _finish(self, trial: optuna.Trial, checkpoint: Checkpoint, progress: _Progress) -> None:
+    @staticmethod
+    def _record_progress(trial: optuna.Trial, progress: _Progress) -> None:
         trial.set_user_attr("hpsearch:epochs", progress.epochs)
         trial.set_user_attr("hpsearch:wall_time_s", progress.wall_time())
+
+    def _finish(
+        self,
+        trial: optuna.Trial,
+        checkpoint: Checkpoint,
+        progress: _Progress,
+        test_accuracy: float | None = None,
+    ) -> None:
+        with trial_writes(trial):
+            if test_accuracy is not None:
+                trial.set_user_attr("hpsearch:test_accuracy", test_accuracy)
+            self._record_progress(trial, progress)
         checkpoint.remove()

@@ -8,7 +8,6 @@ a trial as beating it; it is never used to rank or select.
 from __future__ import annotations
 
 import gc
-import json
 import math
 import threading
 import time
@@ -19,11 +18,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 import optuna
-import sqlalchemy as sa
 from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.baselines import Baseline, for_dataset
 from hpsearch.errors import StorageError
+from hpsearch.storage.leaderboard_sql import TrialRecord, read_studies, read_trials
 
 _STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2}
 
@@ -209,7 +208,7 @@ def leaderboard(
     study: str | None = None,
     states: Iterable[str] | None = None,
     include_params: bool = False,
-    cache: TrialCache | None = None,
+    cache: LeaderboardRowCache | None = None,
 ) -> dict[str, Any]:
     """Trials of all studies of one dataset ranked by validation accuracy, with baselines.
 
@@ -230,7 +229,7 @@ def leaderboard(
         include_params: Fill each row's ``params`` (the Optuna parameters). Defaults to empty
             (``config`` already summarizes the architecture and optimizer), which keeps a
             20,000-trial answer small.
-        cache: A :class:`TrialCache` kept between calls (the dashboard keeps one), so that
+        cache: A :class:`LeaderboardRowCache` kept between calls (the dashboard keeps one), so that
             finished trials are read once.
     Returns:
         A JSON-ready dict: ``dataset``, ``datasets``, ``studies``, ``rows`` (ranked, baselines
@@ -261,7 +260,7 @@ def _leaderboard(
     study: str | None,
     states: Iterable[str] | None,
     include_params: bool,
-    cache: TrialCache | None,
+    cache: LeaderboardRowCache | None,
 ) -> dict[str, Any]:
     infos = list_studies(storage)
     datasets = sorted({s.dataset for s in infos})
@@ -438,27 +437,13 @@ def _utc(when: datetime | str | None) -> datetime | None:
 
 
 def _sql_studies(storage: optuna.storages.RDBStorage) -> list[StudyInfo]:
-    with storage.engine.connect() as conn:
-        names = conn.execute(
-            sa.text(
-                "SELECT s.study_id, s.study_name, a.value_json FROM studies s "
-                "LEFT JOIN study_user_attributes a "
-                "ON a.study_id = s.study_id AND a.key = 'hpsearch:dataset'"
-            )
-        ).all()
-        counted = conn.execute(sa.text("SELECT study_id, COUNT(*) FROM trials GROUP BY study_id"))
-        sizes: dict[int, int] = {int(i): int(n) for i, n in counted.all()}
     return [
-        StudyInfo(int(i), str(n), str(_json(d) or UNKNOWN_DATASET), int(sizes.get(i, 0)))
-        for i, n, d in names
+        StudyInfo(s.study_id, s.name, str(s.attr or UNKNOWN_DATASET), s.n_trials)
+        for s in read_studies(storage, "hpsearch:dataset")
     ]
 
 
-def _json(value: str | None) -> Any:
-    return None if value is None else json.loads(value)
-
-
-class TrialCache:
+class LeaderboardRowCache:
     """Rows of finished trials by trial id, reused across :func:`leaderboard` calls.
 
     A complete, pruned or failed trial never changes its state, value or epochs, so a live
@@ -491,11 +476,6 @@ class TrialCache:
 
 
 _FINISHED = ("COMPLETE", "PRUNED", "FAIL")
-_CHUNK = 500
-
-
-def _ids_sql(ids: Iterable[int]) -> str:
-    return ", ".join(str(int(i)) for i in ids)
 
 
 def _sql_trials(
@@ -503,119 +483,31 @@ def _sql_trials(
     chosen: list[StudyInfo],
     *,
     params: bool = False,
-    cache: TrialCache | None = None,
+    cache: LeaderboardRowCache | None = None,
 ) -> list[_Trial]:
-    if not chosen:
-        return []
     names = {s.study_id: s.name for s in chosen}
-    # Study and trial ids are integers read from the database, so they are inlined: the same SQL
-    # runs on SQLite, PostgreSQL and MySQL without driver-specific parameter lists.
-    studies_in = _ids_sql(names)
-    with storage.engine.connect() as conn:
-        base = conn.exec_driver_sql(
-            "SELECT t.trial_id, t.study_id, t.number, t.state, t.datetime_start, "
-            "t.datetime_complete, v.value FROM trials t "
-            "LEFT JOIN trial_values v ON v.trial_id = t.trial_id AND v.objective = 0 "
-            f"WHERE t.study_id IN ({studies_in})"
-        ).all()
-        out: list[_Trial] = []
-        by_id: dict[int, _Trial] = {}
-        todo = []
-        for trial_id, study_id, number, state, start, complete, value in base:
-            state = state.name if isinstance(state, TrialState) else str(state)
-            stamp = (study_id, number, state, str(complete))
-            hit = cache.get(trial_id, stamp) if cache is not None else None
-            if hit is not None:
-                by_id[trial_id] = _Trial(
-                    hit.study_id, _copy_row(hit.row), hit.started, hit.finished
-                )
-            else:
-                todo.append((trial_id, study_id, number, state, start, complete, value, stamp))
-        if todo:
-            ids = [t[0] for t in todo]
-            attrs = _fetch_attrs(conn, ids)
-            need_steps = [
-                t[0] for t in todo if t[3] != "COMPLETE" or "hpsearch:epochs" not in attrs[t[0]]
-            ]
-            steps = _fetch_steps(conn, need_steps)
-            for trial_id, study_id, number, state, start, complete, value, stamp in todo:
-                row = _sql_row(
-                    names[study_id], number, state, value, attrs[trial_id], steps.get(trial_id)
-                )
-                trial = _Trial(study_id, row, _utc(start), _utc(complete))
-                if cache is not None and state in _FINISHED:
-                    cache.put(trial_id, stamp, trial)
-                    trial = _Trial(study_id, _copy_row(row), trial.started, trial.finished)
-                by_id[trial_id] = trial
-        if params:
-            for trial_id, values in _fetch_params(conn, list(by_id)).items():
-                by_id[trial_id].row.params = values
-    out.extend(by_id[t[0]] for t in base)
-    return out
+    hits: dict[int, _Trial] = {}
 
+    def known(r: TrialRecord) -> bool:
+        hit = cache.get(r.trial_id, r.stamp) if cache is not None else None
+        if hit is not None:
+            hits[r.trial_id] = hit
+        return hit is not None
 
-def _fetch_attrs(conn: sa.Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
-    """The ``hpsearch:*`` columns of these trials: an index range scan, filtered here."""
-    wanted = set(ids)
-    keys = ", ".join(f"'{k}'" for k in _ATTR_KEYS)
-    attrs: dict[int, dict[str, Any]] = {i: {} for i in ids}
-    if len(ids) > 10 * _CHUNK:  # most of the study: one index range scan
-        parts = [f"trial_id BETWEEN {min(ids)} AND {max(ids)}"]
-    else:
-        parts = [
-            f"trial_id IN ({_ids_sql(ids[k : k + _CHUNK])})" for k in range(0, len(ids), _CHUNK)
-        ]
-    for where in parts:
-        rows = conn.exec_driver_sql(
-            f"SELECT trial_id, key, value_json FROM trial_user_attributes "
-            f"WHERE {where} AND key IN ({keys})"
-        ).all()
-        for trial_id, key, value in rows:
-            if trial_id in wanted and value is not None:
-                attrs[trial_id][key] = value
-    # One JSON parse per trial instead of one per attribute.
-    for trial_id, raw in attrs.items():
-        if raw:
-            decoded = json.loads("[" + ",".join(raw.values()) + "]")
-            attrs[trial_id] = {k: v for k, v in zip(raw, decoded) if v is not None}
-    return attrs
-
-
-def _fetch_steps(conn: sa.Connection, ids: list[int]) -> dict[int, tuple[int, float]]:
-    """Epoch count and last reported validation accuracy of these trials."""
-    out: dict[int, tuple[int, float]] = {}
-    for k in range(0, len(ids), _CHUNK):
-        chunk = _ids_sql(ids[k : k + _CHUNK])
-        rows = conn.exec_driver_sql(
-            "SELECT m.trial_id, m.n, iv.intermediate_value FROM ("
-            " SELECT trial_id, COUNT(*) AS n, MAX(step) AS last_step"
-            f" FROM trial_intermediate_values WHERE trial_id IN ({chunk}) GROUP BY trial_id) m "
-            "JOIN trial_intermediate_values iv "
-            "ON iv.trial_id = m.trial_id AND iv.step = m.last_step"
-        ).all()
-        for trial_id, n, value in rows:
-            out[trial_id] = (int(n), math.nan if value is None else float(value))
-    return out
-
-
-def _fetch_params(conn: sa.Connection, ids: list[int]) -> dict[int, dict[str, Any]]:
-    """Parameters (external representation) of these trials."""
-    if not ids:
-        return {}
-    wanted = set(ids)
-    rows = conn.exec_driver_sql(
-        "SELECT trial_id, param_name, param_value, distribution_json FROM trial_params "
-        f"WHERE trial_id BETWEEN {min(ids)} AND {max(ids)} ORDER BY param_id"
-    ).all()
-    dists: dict[str, optuna.distributions.BaseDistribution] = {}
-    out: dict[int, dict[str, Any]] = {}
-    for trial_id, name, value, dist_json in rows:
-        if trial_id not in wanted:
-            continue
-        dist = dists.get(dist_json)
-        if dist is None:
-            dist = dists[dist_json] = optuna.distributions.json_to_distribution(dist_json)
-        out.setdefault(trial_id, {})[name] = dist.to_external_repr(value)
+    out = []
+    for r in read_trials(storage, list(names), _ATTR_KEYS, known=known, with_params=params):
+        hit = hits.get(r.trial_id)
+        if hit is not None:
+            trial = _Trial(hit.study_id, _copy_row(hit.row), hit.started, hit.finished)
+        else:
+            row = _sql_row(names[r.study_id], r.number, r.state, r.value, r.attrs or {}, r.steps)
+            trial = _Trial(r.study_id, row, _utc(r.started), _utc(r.finished))
+            if cache is not None and r.state in _FINISHED:
+                cache.put(r.trial_id, r.stamp, trial)
+                trial = _Trial(r.study_id, _copy_row(row), trial.started, trial.finished)
+        if r.params is not None:
+            trial.row.params = r.params
+        out.append(trial)
     return out
 
 

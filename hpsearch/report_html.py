@@ -252,7 +252,7 @@ def build_report(
     if fmt not in FORMATS:
         raise SpecError(f"--format must be one of {', '.join(FORMATS)}. Received: {fmt!r}")
     url = resolve_url(storage_url)
-    storage = get_storage(url, heartbeat=False)
+    storage = get_storage(url, heartbeat=False, read_only=True)
     board = leaderboard(storage, load_baselines(baselines_file), study=study)
     board["storage"] = mask_url(url)
     if fmt == "csv":

@@ -252,7 +252,7 @@ def script_storage_url(url: str) -> tuple[str, list[str]]:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError
 
-    from hpsearch.storage import mask_url, mysql_option_file
+    from hpsearch.storage import has_password, mask_url, mysql_option_file, without_secrets
 
     try:
         parsed = make_url(url)
@@ -271,7 +271,7 @@ def script_storage_url(url: str) -> tuple[str, list[str]]:
             "at most; use PostgreSQL for real arrays"
         ]
         return parsed.render_as_string(hide_password=False), notes
-    if parsed.password is None:
+    if not has_password(url):
         return parsed.render_as_string(hide_password=False), []
     pgpass = Path(os.environ.get("PGPASSFILE", Path.home() / ".pgpass"))
     has_pgpass = parsed.drivername.startswith("postgresql") and pgpass.is_file()
@@ -288,7 +288,7 @@ def script_storage_url(url: str) -> tuple[str, list[str]]:
         if os.environ.get("HPSEARCH_DB_PASSWORD")
         else str(option_file or pgpass)
     )
-    clean = parsed._replace(password=None).render_as_string(hide_password=False)  # set() keeps it
+    clean = without_secrets(url)
     return clean, [f"password removed from the storage URL in the job script; jobs use {source}"]
 
 
@@ -427,7 +427,7 @@ def render_script(
     if check_study:
         from hpsearch.study import load_study
 
-        _, spec = load_study(study, resolve_url(storage_url), heartbeat=False)
+        _, spec = load_study(study, resolve_url(storage_url), heartbeat=False, read_only=True)
         if len(array.indices) > spec.budget.n_trials:
             notes.append(
                 f"{len(array.indices)} tasks for a budget of {spec.budget.n_trials} trials: "

@@ -135,15 +135,23 @@ def launch_study(spec: StudySpec, spec_toml: str, storage_url: str | None = None
 
 
 def load_study(
-    name: str, storage_url: str | None = None, *, worker_index: int = 0, heartbeat: bool = True
+    name: str,
+    storage_url: str | None = None,
+    *,
+    worker_index: int = 0,
+    heartbeat: bool = True,
+    read_only: bool = False,
 ) -> tuple[optuna.Study, StudySpec]:
     """Load a launched study and its stored spec.
+
+    ``read_only``: a database that does not exist, or has no studies, is an error instead of
+    being created (commands that only look at a study).
 
     Raises:
         StorageError: If the study does not exist (the message lists the studies that do).
     """
     url = resolve_url(storage_url)
-    storage = get_storage(url, heartbeat=heartbeat)
+    storage = get_storage(url, heartbeat=heartbeat, read_only=read_only)
     summaries = {s.study_name: s for s in storage.get_all_studies()}
     if name not in summaries:
         known = ", ".join(sorted(summaries)) or "none"

@@ -14,7 +14,6 @@ import gc
 import logging
 import os
 import time
-import warnings
 from dataclasses import dataclass
 
 import optuna
@@ -24,7 +23,7 @@ from hpsearch.env import log_prefix
 from hpsearch.errors import HpsearchError, Preempted
 from hpsearch.objective import Objective
 from hpsearch.preemption import stop_requested, stop_signals
-from hpsearch.storage import retry_callback
+from hpsearch.storage import fail_stale_trials, get_trial, preempt_and_requeue
 from hpsearch.study import budget_state, load_study
 
 _logger = logging.getLogger(__name__)
@@ -93,10 +92,10 @@ def run_worker(
                 return _stopped(trials_run, f"ran its {n_trials} trial(s)")
             if timeout_s is not None and time.monotonic() - started >= timeout_s:
                 return _stopped(trials_run, f"timeout of {timeout_s:g} s reached")
-            _fail_stale_trials(study)  # a dead worker's trial must not hold the budget (the
+            fail_stale_trials(study)  # a dead worker's trial must not hold the budget (the
             budget = budget_state(study, spec)  # storage asks once per heartbeat interval)
             if budget.exhausted and budget.running:  # unless a running one's worker is dead
-                _fail_stale_trials(study, now=True)
+                fail_stale_trials(study, now=True)
                 budget = budget_state(study, spec)
             if budget.exhausted:
                 return _stopped(trials_run, f"study budget of {budget.n_trials} trials reached")
@@ -107,7 +106,11 @@ def run_worker(
                 _requeue_interrupted(study, objective.current_trial_id)
                 return _stopped(trials_run, f"preempted ({e})", preempted=True)
             trials_run += 1
-            trial = _trial(study, objective.current_trial_id)
+            trial = (
+                None
+                if objective.current_trial_id is None
+                else get_trial(study, objective.current_trial_id)
+            )
             if trial is not None and trial.user_attrs.get("hpsearch:fail_reason") == "budget":
                 return _stopped(trials_run - 1, "study budget reached (surplus trial)")
             if trial is not None and trial.state == TrialState.FAIL:
@@ -140,31 +143,12 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def _fail_stale_trials(study: optuna.Study, *, now: bool = False) -> None:
-    """Fail (and re-queue) trials whose worker died; ``now``: even if checked recently."""
-    backend = getattr(study._storage, "_backend", study._storage)
-    if now and hasattr(backend, "check_stale_trials_now"):
-        backend.check_stale_trials_now()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
-def _trial(study: optuna.Study, trial_id: int | None) -> optuna.trial.FrozenTrial | None:
-    return None if trial_id is None else study._storage.get_trial(trial_id)
-
-
 def _requeue_interrupted(study: optuna.Study, trial_id: int | None) -> None:
     """Mark the interrupted trial FAIL (if Optuna has not) and queue its retry."""
-    trial = _trial(study, trial_id)
-    if trial is None or trial_id is None:
+    if trial_id is None:
         return
-    if trial.state == TrialState.RUNNING:
-        study._storage.set_trial_user_attr(trial_id, "hpsearch:fail_reason", "preempted")
-        study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
-        trial = study._storage.get_trial(trial_id)
-    if trial.state == TrialState.FAIL:
-        retry_callback()(study, trial)
+    trial = preempt_and_requeue(study, trial_id)
+    if trial is not None:
         _logger.info(
             "[%s trial %d] preempted; re-queued to resume from its last checkpoint",
             log_prefix(),

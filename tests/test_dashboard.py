@@ -234,10 +234,10 @@ def test_sql_path_matches_frozen_trial_path(storage: optuna.storages.BaseStorage
 
 
 def test_cached_rows_follow_new_and_running_trials(sqlite_url: str) -> None:
-    from hpsearch.report import TrialCache
+    from hpsearch.report import LeaderboardRowCache
 
     storage = build_known_storage(sqlite_url)
-    cache = TrialCache()
+    cache = LeaderboardRowCache()
     first = leaderboard(storage, BASELINES, study="beta", cache=cache)
     study = optuna.load_study(study_name="beta", storage=storage)
     running = study.ask()

@@ -4,6 +4,7 @@ storage's own behaviour (one connection, retries across an outage, SQLite under 
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import socket
@@ -21,10 +22,10 @@ from optuna.trial import TrialState
 from hpsearch.errors import StorageError
 from hpsearch.storage import (
     DEFAULT_STORAGE,
-    _parse,
     cached,
     get_storage,
     mask_url,
+    parse_url,
     resolve_url,
 )
 from tests.conftest import MARIADB_ADMIN, POSTGRES_ADMIN, run_cli
@@ -251,26 +252,57 @@ def test_sqlite_never_says_database_is_locked_with_several_workers(tmp_path: Pat
     assert len(trials) == 240 and sorted(t.number for t in trials) == list(range(240))
 
 
-def test_buffered_writes_to_a_trial_finished_elsewhere_are_dropped(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize("deferred", [False, True], ids=["direct", "deferred"])
+def test_a_failed_write_raises_at_its_call_and_leaves_the_storage_working(
+    tmp_path: Path, deferred: bool
 ) -> None:
-    """Two workers notice the same dead worker's trial; the slower one must not crash.
+    """Optuna's errors, at the call that caused them, never at a later unrelated call.
 
-    Regression: the slower worker's buffered ``fail_reason`` went to a trial the other had
-    already failed, and writing it recursed until RecursionError.
+    Regression: writes were buffered and flushed by the next operation, so an incompatible
+    distribution or a write to a finished trial raised at some later call, and the failed
+    write went back into the buffer, so every later operation raised it again.
     """
+    from hpsearch.storage import trial_writes
+
     url = f"sqlite:///{tmp_path / 'race.db'}"
-    mine, theirs = get_storage(url), get_storage(url)
+    mine, theirs = cached(get_storage(url)), get_storage(url)
     study = optuna.create_study(storage=mine, study_name="race")
+    other = optuna.load_study(study_name="race", storage=theirs)
+    first = other.ask()
+    first.suggest_int("n", 1, 3)
+    other.tell(first, 1.0)
     trial = study.ask()
-    mine.set_trial_user_attr(trial._trial_id, "hpsearch:fail_reason", "timeout")  # buffered
-    theirs.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    with caplog.at_level("WARNING", logger="hpsearch.storage"):
-        assert mine.get_trial(trial._trial_id).state == TrialState.FAIL
-    assert "already finished by another worker; dropping 1 buffered writes" in caplog.text
-    assert mine.get_trial_user_attrs(trial._trial_id) == {}
-    study.tell(study.ask(), 1.0)  # and the storage goes on working
-    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    block = trial_writes(trial) if deferred else contextlib.nullcontext()
+    with block:
+        with pytest.raises(ValueError, match="Cannot set different distribution kind"):
+            trial.suggest_float("n", 0.0, 1.0)  # another worker made "n" an integer
+        with pytest.raises(TypeError):
+            trial.set_user_attr("bad", object())
+        trial.suggest_int("m", 1, 3)
+    with pytest.raises(KeyError):
+        mine.set_trial_user_attr(10_000, "k", 1)
+    theirs.set_trial_state_values(trial._trial_id, TrialState.FAIL)  # "its worker died"
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        mine.set_trial_user_attr(trial._trial_id, "hpsearch:fail_reason", "timeout")
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+        with trial_writes(trial):
+            pass
+    later = study.ask()  # and the storage goes on working
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):  # when the block ends
+        with trial_writes(later):
+            later.suggest_int("n", 1, 3)
+            theirs.set_trial_state_values(later._trial_id, TrialState.FAIL)  # meanwhile
+            later.set_user_attr("k", 1)
+    assert "k" not in theirs.get_trial(later._trial_id).user_attrs
+    study.tell(study.ask(), 2.0)
+    assert [t.state for t in study.trials] == [
+        TrialState.COMPLETE,
+        TrialState.FAIL,
+        TrialState.FAIL,
+        TrialState.COMPLETE,
+    ]
+    assert study.trials[1].params == {"m": trial.params["m"]}  # what was valid was written
+    assert study.trials[2].params == {}  # nothing of the failed block
 
 
 def _comparable(trials: list[optuna.trial.FrozenTrial]) -> list[dict[str, Any]]:
@@ -326,17 +358,18 @@ def test_trials_read_as_rows_equal_optunas_own_reading(db_url: str) -> None:
 def test_other_workers_running_trials_are_reread_at_a_slower_pace(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another worker's running trial: first its row only, its parameters and epoch reports
-    within RUNNING_REFRESH_S, its end at the next refresh (so finished trials are never late)."""
-    import hpsearch.storage as storage_module
+    """Another worker's running trial: read in full with its parameters when first seen (TPE's
+    constant liar needs them), its epoch reports within RUNNING_REFRESH_S, its end at the next
+    refresh (so finished trials are never late)."""
+    import hpsearch.storage.rdb as rdb
 
     clock = [1000.0]
-    monkeypatch.setattr(storage_module.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(storage_module, "REFRESH_S", 1.0)
-    monkeypatch.setattr(storage_module, "RUNNING_REFRESH_S", 10.0)
+    monkeypatch.setattr(rdb.time, "monotonic", lambda: clock[0])
+    monkeypatch.setenv("HPSEARCH_REFRESH_S", "1")
+    monkeypatch.setenv("HPSEARCH_RUNNING_REFRESH_S", "10")
     url = f"sqlite:///{tmp_path / 'pace.db'}"
     optuna.create_study(storage=get_storage(url), study_name="pace")
-    mine = optuna.load_study(study_name="pace", storage=get_storage(url))
+    mine = optuna.load_study(study_name="pace", storage=cached(get_storage(url)))
     theirs = optuna.load_study(study_name="pace", storage=get_storage(url))
 
     def seen() -> optuna.trial.FrozenTrial:
@@ -345,15 +378,12 @@ def test_other_workers_running_trials_are_reread_at_a_slower_pace(
         return trial
 
     running = theirs.ask()
+    assert seen().params == {}  # seen before its parameters were written...
     running.suggest_float("x", 0.0, 1.0)
     running.report(0.5, 1)
-    first = seen()
+    first = seen()  # ...so it is read again at the next refresh, not 10 s later
     assert first.state == TrialState.RUNNING and first.number == running.number
-    assert first.params == {} and first.intermediate_values == {}  # first sight: the row
-    assert seen().intermediate_values == {}  # read 1.5 s ago: kept
-    clock[0] += 10
-    assert seen().intermediate_values == {1: 0.5}  # due: read in full
-    assert seen().params == running.params
+    assert first.params == running.params and first.intermediate_values == {1: 0.5}
     running.report(0.6, 2)
     assert seen().intermediate_values == {1: 0.5}  # read 1.5 s ago: kept
     clock[0] += 10
@@ -365,24 +395,40 @@ def test_other_workers_running_trials_are_reread_at_a_slower_pace(
     assert finished.intermediate_values == {1: 0.5, 2: 0.6, 3: 0.7}
 
 
+def test_a_worker_sees_its_own_writes_at_once(tmp_path: Path) -> None:
+    """The cache throttles reads of other workers' news, never this process's own writes."""
+    storage = cached(get_storage(f"sqlite:///{tmp_path / 'own.db'}"))
+    study = optuna.create_study(storage=storage, study_name="own")
+    study.get_trials()  # the refresh clock starts
+    trial = study.ask()
+    trial.suggest_int("n", 1, 3)
+    trial.set_user_attr("k", "v")
+    trial.report(0.5, 1)
+    (seen,) = study.get_trials(deepcopy=False)
+    assert seen.params == trial.params and seen.user_attrs == {"k": "v"}
+    assert seen.intermediate_values == {1: 0.5}
+
+
 def test_stale_trials_are_looked_for_once_per_heartbeat_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Optuna looks for dead workers' trials before every trial; the database is asked once
-    per heartbeat interval, unless the worker needs the answer now (its budget check)."""
-    import hpsearch.storage as storage_module
-    from hpsearch.trial_loading import as_stored
+    per heartbeat interval, unless the worker needs the answer now (its budget check). A
+    trial that never sent a heartbeat (``study.ask()``) is not stale, as in Optuna."""
+    import hpsearch.storage.rdb as rdb
 
     clock = [1000.0]
-    monkeypatch.setattr(storage_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(rdb.time, "monotonic", lambda: clock[0])
     storage = get_storage(f"sqlite:///{tmp_path / 'stale.db'}")
     study = optuna.create_study(storage=storage, study_name="stale")
     assert storage.heartbeat_interval == 60
     assert storage._get_stale_trial_ids(study._study_id) == []  # asked: none yet
-    dead = study.ask()  # its worker "dies" before the first heartbeat, an hour ago
-    trials = sqlalchemy.table("trials", sqlalchemy.column("datetime_start"))
+    asked = study.ask()  # no heartbeat ever: not a worker's trial
+    dead = study.ask()
+    storage.record_heartbeat(dead._trial_id)  # its worker's last heartbeat, long ago
+    beats = sqlalchemy.table("trial_heartbeats", sqlalchemy.column("heartbeat"))
     with storage.engine.begin() as conn:
-        conn.execute(trials.update().values(datetime_start=as_stored(datetime(2020, 1, 1))))
+        conn.execute(beats.update().values(heartbeat=datetime(2020, 1, 1)))
     clock[0] += 59
     assert storage._get_stale_trial_ids(study._study_id) == []  # not asked: checked 59 s ago
     clock[0] += 2
@@ -390,6 +436,7 @@ def test_stale_trials_are_looked_for_once_per_heartbeat_interval(
     assert storage._get_stale_trial_ids(study._study_id) == []  # not asked
     storage.check_stale_trials_now()
     assert storage._get_stale_trial_ids(study._study_id) == [dead._trial_id]
+    assert asked._trial_id not in storage._get_stale_trial_ids(study._study_id)
 
 
 def test_trial_numbers_continue_across_enqueued_added_and_new_trials(db_url: str) -> None:
@@ -415,10 +462,10 @@ def test_trial_numbers_continue_across_enqueued_added_and_new_trials(db_url: str
 
 
 def test_cached_reads_match_optunas_cache(db_url: str) -> None:
-    """TrialCache keeps the ordered trial list between changes; every read must still equal
+    """WorkerTrialCache keeps the ordered trial list between changes; every read must still equal
     what Optuna's own cache returns, also after new trials and state changes."""
     ours = optuna.create_study(storage=cached(get_storage(db_url)), study_name="reads")
-    plain_url = _parse(db_url).render_as_string(hide_password=False)  # with its driver
+    plain_url = parse_url(db_url).render_as_string(hide_password=False)  # with its driver
     theirs = optuna.load_study(study_name="reads", storage=plain_url)  # Optuna's RDB + cache
     filters = [None, (TrialState.COMPLETE,), (TrialState.RUNNING, TrialState.WAITING)]
 

@@ -123,14 +123,11 @@ class TrialLoader:
         included_trial_ids: set[int],
         trial_id_greater_than: int,
         keep: Callable[[int, TrialState], bool] | None = None,
-        shallow: Callable[[int, TrialState], bool] | None = None,
     ) -> list[FrozenTrial]:
         """What ``RDBStorage._get_trials`` returns for the same arguments, in trial id order.
 
         ``keep(trial_id, state)``: True for a trial that the caller already holds in that state
         and does not need again; it is left out of the result and its rows are not read.
-        ``shallow(trial_id, state)``: True for a trial wanted without its related rows (number,
-        state and times only; no parameters, values or attributes).
         """
         trials = models.TrialModel.__table__
         included = {i for i in included_trial_ids if i <= trial_id_greater_than}
@@ -147,7 +144,7 @@ class TrialLoader:
             )
         elif trial_id_greater_than > -1:
             where.append(trials.c.trial_id > trial_id_greater_than)
-        return self._load(session, where, keep, shallow)
+        return self._load(session, where, keep)
 
     def load_trial(self, session: Any, trial_id: int) -> FrozenTrial:
         """What ``RDBStorage.get_trial`` returns; KeyError if there is no such trial."""
@@ -161,7 +158,6 @@ class TrialLoader:
         session: Any,
         where: list[Any],
         keep: Callable[[int, TrialState], bool] | None = None,
-        shallow: Callable[[int, TrialState], bool] | None = None,
     ) -> list[FrozenTrial]:
         trials = models.TrialModel.__table__
         query = sqlalchemy.select(
@@ -177,13 +173,12 @@ class TrialLoader:
         if not rows:
             return []
         ids = [row.trial_id for row in rows]
-        deep = [r.trial_id for r in rows if shallow is None or not shallow(r.trial_id, r.state)]
         params: dict[int, list[Any]] = {i: [] for i in ids}
         values: dict[int, list[Any]] = {i: [] for i in ids}
         user_attrs: dict[int, dict[str, Any]] = {i: {} for i in ids}
         system_attrs: dict[int, dict[str, Any]] = {i: {} for i in ids}
         intermediate: dict[int, dict[int, float]] = {i: {} for i in ids}
-        for chunk in (deep[i : i + _CHUNK] for i in range(0, len(deep), _CHUNK)):
+        for chunk in (ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)):
             for kind, trial_id, pos, name, number, text, value_type in session.execute(
                 _RELATED_ROWS, {"ids": chunk}
             ):
