@@ -31,7 +31,8 @@ browser:  ## Debian's chromium for the dashboard browser tests (skipped without 
 demo: install  ## search Fashion-MNIST CNNs with 2 local workers (~15 min on 2 cores)
 	$(BIN)/hpsearch run studies/fashion_mnist_quick.toml --workers 2
 
-test: install  ## every test this machine can run (slow, PostgreSQL, MariaDB, Slurm, browser)
+test: install  ## type check, then every test this machine can run (slow, PostgreSQL, MariaDB, Slurm, browser)
+	$(BIN)/mypy hpsearch
 	$(BIN)/python -m pytest --all
 
 test-fast:  ## unit tests only
@@ -40,6 +41,7 @@ test-fast:  ## unit tests only
 lint:
 	$(BIN)/ruff check hpsearch tests benchmarks
 	$(BIN)/ruff format --check hpsearch tests benchmarks
+	$(BIN)/mypy hpsearch
 
 clean:
 	rm -rf runs hpsearch.db test-artifacts .pytest_cache

@@ -33,7 +33,7 @@ from collections.abc import Container, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import optuna
 import sqlalchemy
@@ -41,6 +41,7 @@ from optuna.distributions import BaseDistribution, check_distribution_compatibil
 from optuna.storages._rdb import models
 from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 
@@ -167,7 +168,7 @@ class ResilientStorage(optuna.storages.RDBStorage):
         """Optuna's, retried."""
         return self._retry.call(partial(super().get_study_system_attrs, study_id))
 
-    def get_all_studies(self) -> list[optuna.study.FrozenStudy]:
+    def get_all_studies(self) -> list[FrozenStudy]:
         """Optuna's, retried."""
         return self._retry.call(super().get_all_studies)
 
@@ -212,7 +213,7 @@ class ResilientStorage(optuna.storages.RDBStorage):
                     datetime_start=as_stored(start),
                 )
             )
-            trial_id = inserted.inserted_primary_key[0]
+            trial_id = inserted.inserted_primary_key[0]  # type: ignore[attr-defined]
         return FrozenTrial(
             number=number,
             state=TrialState.RUNNING,
@@ -257,7 +258,9 @@ class ResilientStorage(optuna.storages.RDBStorage):
     def _trial_state(self, trial_id: int) -> TrialState:
         def read() -> TrialState:
             with _create_scoped_session(self.scoped_session) as session:
-                return models.TrialModel.find_or_raise_by_id(trial_id, session).state
+                return cast(
+                    TrialState, models.TrialModel.find_or_raise_by_id(trial_id, session).state
+                )
 
         return self._retry.call(read)
 
@@ -336,7 +339,7 @@ class ResilientStorage(optuna.storages.RDBStorage):
         """One trial's deferred writes: one INSERT of parameters, one upsert of attributes."""
         with _create_scoped_session(self.scoped_session) as session:
             trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
-            self.check_trial_is_updatable(trial_id, trial.state)
+            self.check_trial_is_updatable(trial_id, cast(TrialState, trial.state))
             params = [
                 {
                     "trial_id": trial_id,

@@ -61,7 +61,7 @@ def _related_rows_query() -> sqlalchemy.CompoundSelect:
     the rows, were most of a refresh's cost. Each table's columns are mapped onto one shape:
     ``(kind, trial_id, pos, name, number, text, value_type)``, params in ``param_id`` order.
     """
-    ids = sqlalchemy.bindparam("ids", expanding=True)
+    ids: Any = sqlalchemy.bindparam("ids", expanding=True)
     none = sqlalchemy.null()  # every backend types a NULL from the union's other branches
 
     def rows(

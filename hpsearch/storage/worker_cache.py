@@ -65,7 +65,7 @@ class WorkerTrialCache(_CachedStorage):
         """What Optuna's cache returns: the study's trials in number order, fresh within
         ``refresh_s``."""
         self._read_trials_from_remote_storage(study_id)
-        key = (study_id, None if states is None else frozenset(states))  # type: ignore[arg-type]
+        key = (study_id, None if states is None else frozenset(states))  # type: ignore[call-overload]
         with self._lock:
             ordered = self._ordered.get(key)
             if ordered is None:
