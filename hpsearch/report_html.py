@@ -30,6 +30,7 @@ from hpsearch.baselines import load_baselines
 from hpsearch.errors import SpecError
 from hpsearch.report import leaderboard
 from hpsearch.storage import get_storage, mask_url, resolve_url
+from hpsearch.study import ATTR_SPEC_TOML, stored_attr
 
 FORMATS = ("html", "md", "csv")
 VAL_COLOR = "#1f6fb4"
@@ -260,7 +261,7 @@ def build_report(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loaded = optuna.load_study(study_name=study, storage=storage)
-    spec_toml = str(loaded.user_attrs.get("hpsearch:spec_toml") or "")
+    spec_toml = str(stored_attr(loaded, ATTR_SPEC_TOML) or "")
     best = _best_trial(loaded)
     if fmt == "md":
         return render_markdown(board, spec_toml, best, top=top)
