@@ -168,6 +168,14 @@ def _retry_of(value: Any, study: str, number: int) -> int | None:
     return None if root is None or root == number else int(root)
 
 
+def state_label(row: dict[str, Any]) -> str:
+    """A trial row's state as reports show it: ``fail (oom)``, ``complete (retry of #3)``."""
+    notes = [str(row["fail_reason"])] if row.get("fail_reason") else []
+    if row.get("attempts"):
+        notes.append("retry of " + ", ".join(f"#{n}" for n in row["attempts"]))
+    return str(row["state"]) + (f" ({'; '.join(notes)})" if notes else "")
+
+
 def _beats(t: Row, b: Row) -> bool:
     mine = t.val_accuracy if b.metric == "val" else t.test_accuracy
     return mine is not None and b.test_accuracy is not None and mine > b.test_accuracy
