@@ -399,7 +399,11 @@ def _leaderboard(
         "failed_by_cause": _failed_by_cause(listed),
         "slurm_jobs": _slurm_jobs(trials),
         "history": best_so_far(trials),
-        "baselines": [asdict(b) for b in (for_dataset(baselines, dataset) if dataset else [])],
+        "baselines": [
+            asdict(b)
+            for b in (for_dataset(baselines, dataset) if dataset else [])
+            if math.isfinite(b.accuracy)
+        ],
         "rows": rows,
     }
 
@@ -604,7 +608,10 @@ def _sql_trials(
             ids = [t[0] for t in todo]
             attrs = _fetch_attrs(conn, ids)
             need_steps = [
-                t[0] for t in todo if t[3] != "COMPLETE" or "hpsearch:epochs" not in attrs[t[0]]
+                t[0]
+                for t in todo
+                if t[3] != "COMPLETE"
+                or coerce(attrs[t[0]].get("hpsearch:epochs"), "count") is None
             ]
             steps = _fetch_steps(conn, need_steps)
             retries = _fetch_retries(conn, ids)
