@@ -11,7 +11,7 @@ retries: only its latest attempt is listed, with the earlier ones in ``attempts`
 
 Trial attributes are user data in a shared database: each one goes through :func:`coerce`, and a
 malformed value (``wall_time_s = "60s"``, ``test_accuracy = inf``) is shown as missing data and
-logged once, never an error.
+logged once per study and attribute, never an error.
 """
 
 from __future__ import annotations
@@ -144,6 +144,8 @@ def fold_retries(trials: list[Row]) -> list[Row]:
     trials and dead workers) gives every retry the system attr ``failed_trial``: the number of
     the first attempt. The latest attempt stays, with the earlier numbers in ``attempts``.
     """
+    if all(t.retry_of is None for t in trials):
+        return trials
     chains: dict[tuple[str | None, int], list[Row]] = {}
     for t in trials:
         if t.kind == "trial":
@@ -164,7 +166,7 @@ def _chain_key(t: Row) -> tuple[str | None, int]:
 
 
 def _retry_of(value: Any, study: str, number: int) -> int | None:
-    root = coerce(value, "count", where=f"{study}#{number} failed_trial")
+    root = _checked(value, "count", study, number, "failed_trial")
     return None if root is None or root == number else int(root)
 
 
@@ -722,35 +724,41 @@ def _sql_row(
 
     Every attribute goes through :func:`coerce`: a malformed one becomes missing data.
     """
-    where = f"{study}#{number}"
-
-    def attr(key: str, kind: str) -> Any:
-        return coerce(attrs.get(key), kind, where=f"{where} {key}")
-
     n_steps, last = steps or (0, None)
-    val = coerce(value, "float", where=f"{where} value") if state == "COMPLETE" else None
+    val = None
+    if state == "COMPLETE" and value is not None:
+        val = _checked(value, "float", study, number, "value")
     if val is None and n_steps:
         val = coerce(last, "float")  # NaN: a diverged epoch, already reported by the trial
-    wall = attr("hpsearch:wall_time_s", "seconds")
-    gpus = [g for g in str(attr("hpsearch:gpu", "text") or "").split(",") if g]
-    job = attr("hpsearch:slurm_job_id", "text")
-    task = attr("hpsearch:slurm_array_task_id", "text")
+    get = attrs.get
+    wall = _checked(get("hpsearch:wall_time_s"), "seconds", study, number, "wall_time_s")
+    gpu = _checked(get("hpsearch:gpu"), "text", study, number, "gpu")
+    n_gpus = len([g for g in gpu.split(",") if g]) if gpu else 0
+    job = _checked(get("hpsearch:slurm_job_id"), "text", study, number, "slurm_job_id")
+    task = _checked(
+        get("hpsearch:slurm_array_task_id"), "text", study, number, "slurm_array_task_id"
+    )
     if job and task is not None:
         job = f"{job}_{task}"
+    epochs = _checked(get("hpsearch:epochs"), "count", study, number, "epochs")
     return Row(
         kind="trial",
         rank=None,
         val_accuracy=val,
-        test_accuracy=attr("hpsearch:test_accuracy", "float"),
+        test_accuracy=_checked(
+            get("hpsearch:test_accuracy"), "float", study, number, "test_accuracy"
+        ),
         study=study,
         trial=number,
         state=state.lower(),
-        epochs=attr("hpsearch:epochs", "count") or (n_steps or None),
+        epochs=epochs or (n_steps or None),
         wall_minutes=None if wall is None else wall / 60.0,
-        gpu_minutes=None if wall is None or not gpus else wall * len(gpus) / 60.0,
-        n_params=attr("hpsearch:n_params", "count"),
-        config=attr("hpsearch:config", "text"),
-        fail_reason=attr("hpsearch:fail_reason", "text") if state == "FAIL" else None,
+        gpu_minutes=None if wall is None or not n_gpus else wall * n_gpus / 60.0,
+        n_params=_checked(get("hpsearch:n_params"), "count", study, number, "n_params"),
+        config=_checked(get("hpsearch:config"), "text", study, number, "config"),
+        fail_reason=_checked(get("hpsearch:fail_reason"), "text", study, number, "fail_reason")
+        if state == "FAIL"
+        else None,
         slurm_job=job,
     )
 
@@ -761,58 +769,60 @@ _KINDS = {
     "count": "a whole number >= 0",
     "text": "a string",
 }
-_LOGGED: set[str] = set()
+_LOGGED: set[tuple[str, str]] = set()
 
 
-def coerce(value: Any, kind: str, *, where: str | None = None) -> Any:
+def coerce(value: Any, kind: str) -> Any:
     """A trial attribute as the leaderboard's type, or None when it is missing or malformed.
 
     Args:
         value: The stored value (decoded JSON: any type).
         kind: ``float`` (finite), ``seconds`` (finite, >= 0), ``count`` (whole number >= 0,
             ``2.0`` accepted) or ``text`` (a string; numbers are written out).
-        where: Names the value (``"study#3 hpsearch:wall_time_s"``) for the warning logged the
-            first time a malformed value of that attribute is seen in that study. Defaults to
-            no warning.
     Returns:
         A ``float``, ``int`` or ``str``, or None. ``True``/``False``, NaN, infinities, numeric
         strings and nested values are malformed for the number kinds.
+
+    Example:
+        >>> coerce(61.5, "seconds"), coerce("60s", "seconds"), coerce(3.0, "count")
+        (61.5, None, 3)
     """
+    t = type(value)  # exact types: JSON decodes to these, and bool is not a number here
+    if kind == "text":
+        if t is str:
+            return value
+        return str(value) if t is int or t is float else None
+    if (t is float or t is int) and math.isfinite(value):
+        if kind == "float":
+            return float(value)
+        if kind == "seconds":
+            return float(value) if value >= 0 else None
+        if kind == "count" and value >= 0 and float(value).is_integer():
+            return int(value)
+    return None
+
+
+def _checked(value: Any, kind: str, study: str, number: int, name: str) -> Any:
+    """:func:`coerce`, logging a malformed value once per study and attribute."""
     if value is None:
         return None
-    out: Any = None
-    if kind == "text":
-        if isinstance(value, str):
-            out = value
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            out = str(value)
-    elif isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        if kind == "float":
-            out = float(value)
-        elif kind == "seconds" and value >= 0:
-            out = float(value)
-        elif kind == "count" and value >= 0 and float(value).is_integer():
-            out = int(value)
-    if out is None and where is not None:
-        _log_malformed(where, value, kind)
+    out = coerce(value, kind)
+    if out is None and (study, name) not in _LOGGED:
+        _LOGGED.add((study, name))
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        _logger.warning(
+            "study %s, trial %d: %s is malformed (%s; expected %s): shown as missing data "
+            "(further malformed values of %s in this study are not logged)",
+            study,
+            number,
+            name,
+            shown,
+            _KINDS.get(kind, kind),
+            name,
+        )
     return out
-
-
-def _log_malformed(where: str, value: Any, kind: str) -> None:
-    key = f"{where.split('#')[0]} {where.rsplit(' ', 1)[-1]}"  # once per study and attribute
-    if key in _LOGGED:
-        return
-    _LOGGED.add(key)
-    shown = repr(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    _logger.warning(
-        "trial %s is malformed (%s; expected %s): shown as missing data (further malformed "
-        "values of this attribute in this study are not logged)",
-        where,
-        shown,
-        _KINDS.get(kind, kind),
-    )
 
 
 def _copy_row(row: Row) -> Row:

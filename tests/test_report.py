@@ -166,7 +166,7 @@ def test_malformed_attributes_are_missing_data_logged_once(
     bad = next(r for r in api(app, "?study=smoke")["rows"] if r.get("trial") == 5)
     assert (bad["val_accuracy"], bad["test_accuracy"], bad["wall_minutes"]) == (0.88, None, None)
     assert (bad["n_params"], bad["epochs"], bad["rank"]) == (None, 1, 3)
-    assert "'60s'" in caplog.text and "hpsearch:n_params" in caplog.text
+    assert "'60s'" in caplog.text and "n_params is malformed" in caplog.text
     first = caplog.text
     api(app, "?study=smoke&fresh=1")
     leaderboard(storage, BASELINES, study="smoke")
