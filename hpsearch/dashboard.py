@@ -8,11 +8,12 @@ optuna-dashboard's page for that trial.
 Security defaults: the server binds 127.0.0.1; any other address needs an access token (at least
 16 characters; ``--token auto`` makes one), sent as ``Authorization: Bearer TOKEN`` or once as
 ``?token=TOKEN`` (which sets a cookie so a browser works; the access log shows it as
-``token=***``). Without a token, only requests whose ``Host`` names the loopback address or
-``localhost`` with the served port are answered, so a web page cannot reach the dashboard through
-DNS rebinding. optuna-dashboard is read-only (only GET/HEAD reach it) unless ``allow_writes``,
-and then a write must also come from the dashboard's own origin (``Origin`` header) or carry the
-token as a Bearer header. Storage URLs are only ever shown masked.
+``token=***``). Without a token, only requests whose ``Host`` names a loopback address,
+``localhost`` or the bound host are answered, so a web page cannot reach the dashboard through
+DNS rebinding (its requests name the page's own host). optuna-dashboard is read-only (only
+GET/HEAD reach it) unless ``allow_writes``, and then a write must also come from the dashboard's
+own origin (``Origin`` header) or carry the token as a Bearer header. Storage URLs are only
+ever shown masked.
 
 Example:
     >>> serve("sqlite:///hpsearch.db", port=8080)  # doctest: +SKIP
@@ -148,10 +149,11 @@ class DashboardApp:
         allow_writes: Let optuna-dashboard's API change studies (notes, deletes, ...).
             Defaults to read-only.
         storage_label: What the pages show as the storage (already masked).
-        host: The address the server binds; without a token, requests must name it, the
-            loopback address or ``localhost`` in their ``Host`` header. Defaults to `127.0.0.1`.
-        port: The port the server listens on, which the ``Host`` header must name. Defaults to
-            any port (set it once the server is bound).
+        host: The address the server binds; without a token, requests must name it, a
+            loopback address or ``localhost`` in their ``Host`` header (with any port, as an SSH
+            tunnel may map another one). Defaults to `127.0.0.1`.
+        port: The port the server listens on, for the address shown in a refusal. Defaults to
+            none (set it once the server is bound).
         response_cache_s: Reuse a computed leaderboard this long, so that a page load (table and
             two plots) reads the database once. Defaults to `2.0`.
     """
@@ -237,12 +239,14 @@ class DashboardApp:
             name, port = parts.hostname, parts.port
         except ValueError:
             name = port = None
-        named = name is not None and (is_loopback(name) or name == self.host)
+        # Any port: an SSH tunnel may map another local port to this one (ssh -L 8080:localhost:
+        # 8765), and a browser names the port it connected to. DNS rebinding shows in the name.
         if (
-            named
+            name is not None
+            and (is_loopback(name) or name == self.host)
             and parts.username is None
             and parts.path == ""
-            and (self.port is None or (port or 80) == self.port)
+            and (port is None or port > 0)
         ):
             return None
         shown = host if len(host) <= 80 else host[:77] + "..."

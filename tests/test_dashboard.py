@@ -302,13 +302,15 @@ def test_loopback_dashboard_refuses_other_host_names(
     storage: optuna.storages.BaseStorage,
 ) -> None:
     """DNS rebinding: a page of attacker.example whose name now resolves to 127.0.0.1 sends
-    `Host: attacker.example:PORT`; without a token, only loopback names and the port are let in."""
+    `Host: attacker.example:PORT`; without a token, only loopback names are let in (on any port:
+    `ssh -L 8080:localhost:8765` makes the browser name port 8080)."""
     app = DashboardApp(storage, BASELINES, allow_writes=True, port=8765)
     for host in ("127.0.0.1:8765", "localhost:8765", "LOCALHOST:8765", "[::1]:8765",
-                 "127.0.0.2:8765"):  # fmt: skip
+                 "127.0.0.2:8765", "localhost:8080", "localhost"):  # fmt: skip
         assert call(app, "/api/leaderboard", headers={"Host": host})[0] == 200, host
-    refused = ("attacker.example:8765", "127.0.0.1.nip.io:8765", "127.0.0.1:80", "localhost",
-               "u@127.0.0.1:8765", "127.0.0.1:8765/x", "127.0.0.1:x", "")  # fmt: skip
+    refused = ("attacker.example:8765", "127.0.0.1.nip.io:8765", "localhost.attacker.example",
+               "u@127.0.0.1:8765", "127.0.0.1:8765/x", "127.0.0.1:x", "10.0.0.1:8765",
+               "")  # fmt: skip
     for host in refused:
         status, headers, body = call(app, "/api/leaderboard", headers={"Host": host})
         assert status == 421 and b"127.0.0.1:8765" in body, host
