@@ -256,7 +256,7 @@ class DashboardApp:
             start_response,
             "421 Misdirected Request",
             f"421 Misdirected Request: without an access token this dashboard answers only "
-            f"requests addressed to {me}{port} or localhost{port} (this one named {shown!r}). "
+            f"requests addressed to {me} or localhost (this one named {shown!r}). "
             f"Open http://{me}{port}/leaderboard, through an SSH tunnel if the dashboard runs "
             "on another machine.\n".encode(errors="replace"),
         )
