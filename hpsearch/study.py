@@ -192,7 +192,7 @@ def stored_attr(study: Any, key: str) -> Any:
 
 def _set_metric_name(study: optuna.Study, spec: StudySpec) -> None:
     """Name the objective (optuna-dashboard shows it instead of "Objective 0")."""
-    names = [spec.objective.metric]
+    names: list[str] = [spec.objective.metric]
     if study.metric_names != names:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
