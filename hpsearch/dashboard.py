@@ -250,14 +250,14 @@ class DashboardApp:
         ):
             return None
         shown = host if len(host) <= 80 else host[:77] + "..."
-        port = f":{self.port}" if self.port else ""
+        served = f":{self.port}" if self.port else ""
         me = f"[{self.host}]" if ":" in self.host else self.host
         return _respond(
             start_response,
             "421 Misdirected Request",
             f"421 Misdirected Request: without an access token this dashboard answers only "
             f"requests addressed to {me} or localhost (this one named {shown!r}). "
-            f"Open http://{me}{port}/leaderboard, through an SSH tunnel if the dashboard runs "
+            f"Open http://{me}{served}/leaderboard, through an SSH tunnel if the dashboard runs "
             "on another machine.\n".encode(errors="replace"),
         )
 
