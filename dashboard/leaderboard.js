@@ -126,9 +126,12 @@ function visibleRows() {
     }
     return true;
   });
+  // Unranked trials (running, queued, failed) stay below the ranking whatever the sort.
+  const apart = (r) => (r.kind === "trial" && r.rank === null ? 1 : 0);
   if (state.sort !== "rank") {
     const key = state.sort;
     rows.sort((a, c) => {
+      if (apart(a.r) !== apart(c.r)) return apart(a.r) - apart(c.r);
       const x = sortValue(a.r, key), y = sortValue(c.r, key);
       if (x === y) return a.i - c.i;
       if (x === null || x === undefined) return 1;
@@ -137,7 +140,7 @@ function visibleRows() {
       return state.dir * (cmp !== 0 ? cmp : a.i - c.i);
     });
   } else if (state.dir < 0) {
-    rows.reverse();
+    rows = rows.filter(({ r }) => !apart(r)).reverse().concat(rows.filter(({ r }) => apart(r)));
   }
   return rows.map(({ r }) => r);
 }
@@ -157,6 +160,24 @@ function link(href, text) {
   return a;
 }
 
+// The same words as the reports and `hpsearch status` (hpsearch.report.state_label).
+function stateLabel(r) {
+  const notes = [];
+  if (r.fail_reason) notes.push(r.fail_reason);
+  if (r.attempts && r.attempts.length) {
+    notes.push("retry of " + r.attempts.map((n) => "#" + n).join(", "));
+  }
+  return r.state + (notes.length ? ` (${notes.join("; ")})` : "");
+}
+
+function separator(tbody, text) {
+  const tr = document.createElement("tr");
+  tr.className = "unranked-head";
+  const td = cell(tr, text);
+  td.colSpan = 12;
+  tbody.appendChild(tr);
+}
+
 function render() {
   const b = state.board;
   const rows = visibleRows();
@@ -164,7 +185,13 @@ function render() {
   const frag = document.createDocumentFragment();
   const limit = state.showAll ? rows.length : PAGE_ROWS;
   const studies = new Map(b.studies.map((s) => [s.name, s]));
+  let apartShown = false;
   for (const r of rows.slice(0, limit)) {
+    if (r.kind === "trial" && r.rank === null && !apartShown) {
+      separator(frag, "Not ranked: running, queued and failed trials (only finished trials " +
+        "get a rank)");
+      apartShown = true;
+    }
     const tr = document.createElement("tr");
     if (r.kind === "baseline") {
       tr.className = "baseline";
@@ -179,7 +206,8 @@ function render() {
       td.title = `${r.metric} accuracy ${acc}, source: ${r.source}`;
       cell(tr, r.metric === "val" ? "val metric" : "test metric", "state");
     } else {
-      tr.className = `trial ${r.state}` + (r.beats.length ? " beats" : "");
+      tr.className = `trial ${r.state}` + (r.beats.length ? " beats" : "") +
+        (r.rank === null ? " unranked" : "");
       tr.dataset.study = r.study;
       tr.dataset.trial = r.trial;
       cell(tr, r.rank === null ? "" : String(r.rank), "num");
@@ -201,7 +229,7 @@ function render() {
       cfg.title = JSON.stringify(r.params);
       const badge = document.createElement("span");
       badge.className = "badge " + r.state;
-      badge.textContent = r.state + (r.fail_reason ? ` (${r.fail_reason})` : "");
+      badge.textContent = stateLabel(r);
       cell(tr, badge, "state");
     }
     frag.appendChild(tr);
@@ -220,7 +248,8 @@ function render() {
   $("summary").textContent = `${b.dataset || "no studies yet"}: ${b.n_trials} trials in ` +
     `${nStudies} ${nStudies === 1 ? "study" : "studies"} · complete ` +
     `${c.complete} · pruned ${c.pruned} · failed ${c.fail} · running ${c.running} · queued ` +
-    `${c.waiting} · ${trials} shown · ${b.baselines.length} baselines`;
+    `${c.waiting}` + (b.resumed ? ` · ${b.resumed} interrupted attempt(s) resumed` : "") +
+    ` · ${trials} shown · ${b.baselines.length} baselines`;
   fillSmall("failures", Object.entries(b.failed_by_cause).map(([k, v]) => [k, v]));
   fillSmall("jobs", b.slurm_jobs.map((j) => [j.job, j.tasks, j.trials, j.complete, j.pruned,
     j.fail, j.running]));

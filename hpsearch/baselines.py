@@ -54,6 +54,8 @@ def _parse(text: str, source: str) -> list[Baseline]:
             accuracy = float(row["accuracy"])
             if accuracy > 1.0:
                 accuracy /= 100.0  # accept percent
+            if not 0.0 <= accuracy <= 1.0:  # also NaN and infinities
+                raise ValueError("accuracy out of range")
             out.append(
                 Baseline(
                     dataset=str(row["dataset"]),
@@ -64,8 +66,10 @@ def _parse(text: str, source: str) -> list[Baseline]:
                 )
             )
         except (KeyError, TypeError, ValueError) as e:
+            shown = repr(row) if len(repr(row)) <= 200 else repr(row)[:197] + "..."
             raise SpecError(
-                f"{source}: `baseline[{i}]` needs dataset, model and accuracy. Received: {row}. "
+                f"{source}: `baseline[{i}]` needs dataset, model and accuracy (a fraction, or a "
+                f"percentage up to 100). Received: {shown}. "
                 'Example: [[baseline]] dataset = "mnist" model = "my CNN" accuracy = 0.991 '
                 'source = "my paper"'
             ) from e

@@ -276,6 +276,7 @@ def _print_status(name: str, storage: str | None, top: int, baselines_file: Path
         f"complete {counts['complete']} · pruned {counts['pruned']} · "
         f"failed {counts['fail']}{f' ({causes})' if causes else ''} · "
         f"running {counts['running']} · queued {counts['waiting']}"
+        + (f" · {summary['resumed']} interrupted attempt(s) resumed" if summary["resumed"] else "")
     )
     table = Table(
         title="Leaderboard: ranked by validation accuracy; test accuracy reported, never used "
@@ -305,9 +306,11 @@ def _print_status(name: str, storage: str | None, top: int, baselines_file: Path
         if row["rank"] is None or shown >= top:
             continue
         shown += 1
+        notes = [] if row["state"] == "complete" else [row["state"]]
+        notes += [f"retry of #{n}" for n in row["attempts"]]
         table.add_row(
             str(row["rank"]),
-            str(row["trial"]) + ("" if row["state"] == "complete" else f" ({row['state']})"),
+            str(row["trial"]) + (f" ({', '.join(notes)})" if notes else ""),
             _fmt(row["val_accuracy"]),
             _fmt(row["test_accuracy"]),
             f"★ {len(row['beats'])}" if row["beats"] else "",
@@ -317,9 +320,31 @@ def _print_status(name: str, storage: str | None, top: int, baselines_file: Path
             row["config"] or "",
         )
     out.print(table)
+    _print_unranked(summary["leaderboard"], top)
     slurm = _slurm_status(name).get("slurm_jobs") if _went_through_slurm(study) else None
     if slurm:
         out.print(f"Slurm: {slurm}")
+
+
+def _print_unranked(rows: list[dict[str, Any]], top: int) -> None:
+    """Running, queued and failed trials: listed apart, never ranked."""
+    from hpsearch.report import state_label
+
+    unranked = [r for r in rows if r["kind"] == "trial" and r["rank"] is None]
+    if not unranked:
+        return
+    items = []
+    for r in unranked[:top]:
+        label = state_label(r).replace("waiting", "queued", 1)
+        if r["state"] in ("running", "waiting") and r["epochs"]:
+            label += f", epoch {r['epochs']} val {_fmt(r['val_accuracy'])}"
+        items.append(f"{r['trial']} {label}")
+    more = f" · and {len(unranked) - top} more" if len(unranked) > top else ""
+    out.print(
+        "Not ranked (running, queued, failed): " + " · ".join(items) + more,
+        markup=False,
+        highlight=False,
+    )
 
 
 def _fmt(value: float | None) -> str:

@@ -4,6 +4,7 @@ and :mod:`hpsearch.report_html`."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +16,18 @@ BaselinesOpt = Annotated[
     Path | None,
     typer.Option(help="Extra baselines TOML ([[baseline]] tables) added to the shipped ones."),
 ]
+
+
+def _warn_token_on_command_line(value: str | None) -> str | None:
+    """Other users see a command line in `ps`: say where the token belongs instead."""
+    if value and value != "auto":
+        err.print(
+            "[yellow]warning: the --token value can be read by other users of this machine in "
+            "`ps`. Set $HPSEARCH_DASHBOARD_TOKEN instead, or use --token auto (a new random "
+            "token, shown in the printed link)",
+            highlight=False,
+        )
+    return value
 
 
 @app.command()
@@ -30,8 +43,10 @@ def dashboard(
         str | None,
         typer.Option(
             help="Access token every request must carry (Authorization: Bearer, or ?token= "
-            "once in a browser). Default: $HPSEARCH_DASHBOARD_TOKEN.",
+            "once in a browser), at least 16 characters; 'auto' makes a random one. "
+            "Default: $HPSEARCH_DASHBOARD_TOKEN.",
             show_default=False,
+            callback=_warn_token_on_command_line,
         ),
     ] = None,
     allow_writes: Annotated[
@@ -121,6 +136,17 @@ def report(
     if output is not None and str(output) == "-":
         out.file.write(text)
         return
-    target = output or Path(f"{name}_report.{fmt}")
+    target = output or Path(f"{default_file_name(name)}_report.{fmt}")
     target.write_text(text, encoding="utf-8")
     err.print(f"wrote {target} ({fmt}, {len(text.encode()):,} bytes)")
+
+
+def default_file_name(name: str) -> str:
+    """A study name as a file name in the current folder: no folders, no leading dots.
+
+    Example:
+        >>> default_file_name("../../x")
+        '_.._x'
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:100].lstrip(".")
+    return safe or "study"

@@ -5,10 +5,15 @@ One WSGI app routes ``/leaderboard``, ``/api/leaderboard``, ``/leaderboard/plot.
 app (``optuna_dashboard.wsgi(storage)``, unchanged), so every leaderboard row links straight to
 optuna-dashboard's page for that trial.
 
-Security defaults: the server binds 127.0.0.1; any other address needs an access token, sent as
-``Authorization: Bearer TOKEN`` or once as ``?token=TOKEN`` (which sets a cookie so a browser
-works). optuna-dashboard is read-only (only GET/HEAD reach it) unless ``allow_writes``.
-Storage URLs are only ever shown masked.
+Security defaults: the server binds 127.0.0.1; any other address needs an access token (at least
+16 characters; ``--token auto`` makes one), sent as ``Authorization: Bearer TOKEN`` or once as
+``?token=TOKEN`` (which sets a cookie so a browser works; the access log shows it as
+``token=***``). Without a token, only requests whose ``Host`` names a loopback address,
+``localhost`` or the bound host are answered, so a web page cannot reach the dashboard through
+DNS rebinding (its requests name the page's own host). optuna-dashboard is read-only (only
+GET/HEAD reach it) unless ``allow_writes``, and then a write must also come from the dashboard's
+own origin (``Origin`` header) or carry the token as a Bearer header. Storage URLs are only
+ever shown masked.
 
 Example:
     >>> serve("sqlite:///hpsearch.db", port=8080)  # doctest: +SKIP
@@ -22,6 +27,8 @@ import ipaddress
 import json
 import logging
 import mimetypes
+import re
+import secrets
 import socket
 import threading
 import time
@@ -32,13 +39,14 @@ from importlib import resources
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import optuna
 
 from hpsearch.baselines import Baseline, load_baselines
 from hpsearch.errors import HpsearchError
+from hpsearch.markdown import md_code, md_text
 from hpsearch.report import LeaderboardRowCache, leaderboard, list_studies
 from hpsearch.storage import get_storage, mask_url, resolve_url
 
@@ -47,6 +55,8 @@ _logger = logging.getLogger(__name__)
 TOKEN_ENV = "HPSEARCH_DASHBOARD_TOKEN"
 TOKEN_COOKIE = "hpsearch_dashboard_token"
 STATIC_PREFIX = "/hpsearch/static/"
+MIN_TOKEN_LENGTH = 16
+_TOKEN_IN_TEXT = re.compile(r"(token=)[^&\s\"']*", re.IGNORECASE)
 _SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 StartResponse = Callable[..., Any]
@@ -90,6 +100,31 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def resolve_token(token: str | None) -> str | None:
+    """The access token to use: ``auto`` makes a random one; a short or blank one is refused.
+
+    Raises:
+        DashboardError: If ``token`` is shorter than :data:`MIN_TOKEN_LENGTH` characters (or
+            blank).
+    """
+    if token is None or token == "":
+        return None
+    if token == "auto":
+        return secrets.token_urlsafe(24)
+    if len(token.strip()) < MIN_TOKEN_LENGTH:
+        raise DashboardError(
+            f"--token (or ${TOKEN_ENV}) must be at least {MIN_TOKEN_LENGTH} characters. "
+            f"Received: {len(token)} character(s). Fix: --token auto makes a random one, or "
+            f"pick one like {secrets.token_urlsafe(24)}"
+        )
+    return token
+
+
+def redact_tokens(text: str) -> str:
+    """``text`` with every ``token=VALUE`` (a URL's query) shown as ``token=***``."""
+    return _TOKEN_IN_TEXT.sub(r"\1***", text)
+
+
 def check_bind(host: str, token: str | None) -> None:
     """Refuse a non-loopback bind without an access token.
 
@@ -114,6 +149,11 @@ class DashboardApp:
         allow_writes: Let optuna-dashboard's API change studies (notes, deletes, ...).
             Defaults to read-only.
         storage_label: What the pages show as the storage (already masked).
+        host: The address the server binds; without a token, requests must name it, a
+            loopback address or ``localhost`` in their ``Host`` header (with any port, as an SSH
+            tunnel may map another one). Defaults to `127.0.0.1`.
+        port: The port the server listens on, for the address shown in a refusal. Defaults to
+            none (set it once the server is bound).
         response_cache_s: Reuse a computed leaderboard this long, so that a page load (table and
             two plots) reads the database once. Defaults to `2.0`.
     """
@@ -126,6 +166,8 @@ class DashboardApp:
         token: str | None = None,
         allow_writes: bool = False,
         storage_label: str = "",
+        host: str = "127.0.0.1",
+        port: int | None = None,
         response_cache_s: float = 2.0,
     ) -> None:
         import optuna_dashboard
@@ -135,6 +177,8 @@ class DashboardApp:
         self.token = token or None
         self.allow_writes = allow_writes
         self.storage_label = storage_label
+        self.host = host.strip("[]").lower()
+        self.port = port
         self.assets = assets_dir()
         self.trial_cache = LeaderboardRowCache()
         self.response_cache_s = response_cache_s
@@ -145,11 +189,13 @@ class DashboardApp:
             self.optuna_app: WSGIApp = optuna_dashboard.wsgi(storage)
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """Authenticate, then route to hpsearch's pages or to optuna-dashboard."""
+        """Authenticate (token, else Host header), then route to hpsearch or optuna-dashboard."""
         if self.token is not None:
             denied = self._authenticate(environ, start_response)
-            if denied is not None:
-                return denied
+        else:
+            denied = self._check_host(environ, start_response)
+        if denied is not None:
+            return denied
         path = environ.get("PATH_INFO") or "/"
         method = environ.get("REQUEST_METHOD", "GET").upper()
         if path in ("/", "/leaderboard", "/leaderboard/") or path.startswith(
@@ -167,7 +213,53 @@ class DashboardApp:
                 {"reason": "this dashboard is read-only; restart it with --allow-writes to edit"},
                 "403 Forbidden",
             )
+        if method not in _SAFE_METHODS and not (
+            environ.get("hpsearch.bearer") or _same_origin(environ)
+        ):
+            return _json_response(
+                start_response,
+                {
+                    "reason": "a write must come from this dashboard's own pages (its Origin "
+                    "header must be this server's address) or carry the token as "
+                    "'Authorization: Bearer TOKEN'"
+                },
+                "403 Forbidden",
+            )
         return self.optuna_app(environ, start_response)
+
+    def _check_host(
+        self, environ: dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes] | None:
+        """Without a token: answer only requests addressed to this loopback server."""
+        host = environ.get("HTTP_HOST")
+        if host is None:  # HTTP/1.0 without Host: no browser, so no DNS rebinding
+            return None
+        try:
+            parts = urlsplit("//" + host)
+            name, port = parts.hostname, parts.port
+        except ValueError:
+            name = port = None
+        # Any port: an SSH tunnel may map another local port to this one (ssh -L 8080:localhost:
+        # 8765), and a browser names the port it connected to. DNS rebinding shows in the name.
+        if (
+            name is not None
+            and (is_loopback(name) or name == self.host)
+            and parts.username is None
+            and parts.path == ""
+            and (port is None or port > 0)
+        ):
+            return None
+        shown = host if len(host) <= 80 else host[:77] + "..."
+        served = f":{self.port}" if self.port else ""
+        me = f"[{self.host}]" if ":" in self.host else self.host
+        return _respond(
+            start_response,
+            "421 Misdirected Request",
+            f"421 Misdirected Request: without an access token this dashboard answers only "
+            f"requests addressed to {me} or localhost (this one named {shown!r}). "
+            f"Open http://{me}{served}/leaderboard, through an SSH tunnel if the dashboard runs "
+            "on another machine.\n".encode(errors="replace"),
+        )
 
     def _own(
         self, path: str, environ: dict[str, Any], start_response: StartResponse
@@ -242,13 +334,14 @@ class DashboardApp:
         assert self.token is not None
         header = environ.get("HTTP_AUTHORIZATION", "")
         if header.startswith("Bearer ") and _same(header[7:].strip(), self.token):
+            environ["hpsearch.bearer"] = True
             return None
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         if "token" in query:
             if not _same(query["token"][-1], self.token):
                 return _unauthorized(start_response)
             rest = urlencode({k: v for k, v in query.items() if k != "token"}, doseq=True)
-            location = (environ.get("PATH_INFO") or "/") + (f"?{rest}" if rest else "")
+            location = _local_path(environ.get("PATH_INFO") or "/") + (f"?{rest}" if rest else "")
             cookie = f"{TOKEN_COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict"
             return _respond(
                 start_response,
@@ -269,6 +362,23 @@ class DashboardApp:
 
 def _same(given: str, token: str) -> bool:
     return hmac.compare_digest(given.encode(), token.encode())
+
+
+def _local_path(path: str) -> str:
+    """A redirect target on this server: one leading slash, every other byte re-encoded.
+
+    ``PATH_INFO`` is decoded (PEP 3333: latin-1), so it can hold CR/LF or ``//host``.
+    """
+    raw = path.encode("latin-1", errors="replace")
+    return "/" + quote(raw.lstrip(b"/\\"), safe="/")
+
+
+def _same_origin(environ: dict[str, Any]) -> bool:
+    origin = environ.get("HTTP_ORIGIN")
+    host = environ.get("HTTP_HOST")
+    if not origin or not host:
+        return False
+    return origin.lower() in (f"http://{host}".lower(), f"https://{host}".lower())
 
 
 def _unauthorized(start_response: StartResponse) -> Iterable[bytes]:
@@ -326,11 +436,11 @@ def note_markdown(board: dict[str, Any]) -> str:
     complete = [r for r in trials if r["state"] == "complete"]
     best = complete[0] if complete else None
     lines = [
-        f"## hpsearch: comparison with baselines ({board['dataset']})",
+        f"## hpsearch: comparison with baselines ({md_text(board['dataset'])})",
         "",
         "Trials are ranked by **validation** accuracy; test accuracy is reported, never used "
         "to select. Written by `hpsearch dashboard` / `hpsearch report`; the live leaderboard "
-        f"is at `/leaderboard?study={board['study']}`.",
+        f"is at {md_code('/leaderboard?study=' + quote(str(board['study']), safe=''))}.",
         "",
     ]
     if best is None:
@@ -339,7 +449,7 @@ def note_markdown(board: dict[str, Any]) -> str:
         lines.append(
             f"**Best trial #{best['trial']}**: val {_pct(best['val_accuracy'])}, "
             f"test {_pct(best['test_accuracy'])}, {best['epochs']} epochs, "
-            f"`{best['config'] or ''}`"
+            f"{md_code(best['config'] or '')}"
         )
     if board["baselines"]:
         beaten = set(best["beats"]) if best else set()
@@ -353,8 +463,8 @@ def note_markdown(board: dict[str, Any]) -> str:
             verdict = "—" if ours is None else ("**beats**" if b["model"] in beaten else "below")
             delta = "" if ours is None else f" ({(ours - b['accuracy']) * 100:+.2f} pt)"
             lines.append(
-                f"| {_md(b['model'])} | {b['metric']} | {_pct(b['accuracy'])} | "
-                f"{verdict}{delta} | {_md(b['source'])} |"
+                f"| {md_text(b['model'])} | {md_text(b['metric'])} | {_pct(b['accuracy'])} | "
+                f"{verdict}{delta} | {md_text(b['source'])} |"
             )
         lines += ["", f"Beats {len(beaten)} of {len(board['baselines'])} baselines."]
     return "\n".join(lines) + "\n"
@@ -395,10 +505,6 @@ def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.2f} %"
 
 
-def _md(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 # --------------------------------------------------------------------------------------------
 # Server
 # --------------------------------------------------------------------------------------------
@@ -411,7 +517,7 @@ class _ThreadingServer(ThreadingMixIn, WSGIServer):
 
 class _QuietHandler(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        _logger.debug("%s " + format, self.address_string(), *args)
+        _logger.debug("%s %s", self.address_string(), redact_tokens(format % args))
 
 
 def make_dashboard_server(
@@ -432,16 +538,19 @@ def make_dashboard_server(
         host: Address to bind. Defaults to `127.0.0.1`; others need ``token``.
         port: TCP port; 0 picks a free one. Defaults to `8080`.
         baselines_file: Extra baselines TOML added to the shipped ones.
-        token: Access token required on every request when set.
+        token: Access token required on every request when set (at least 16 characters;
+            ``auto`` makes a random one, shown in the returned link).
         allow_writes: Let optuna-dashboard edit studies. Defaults to read-only.
         write_notes: Write each study's baseline comparison as its optuna-dashboard note.
         response_cache_s: See :class:`DashboardApp`.
     Returns:
         The server and the leaderboard URL to open (with ``?token=`` when a token is set).
     Raises:
-        DashboardError: For a non-loopback ``host`` without a token, or a port in use.
+        DashboardError: For a non-loopback ``host`` without a token, a token shorter than 16
+            characters, or a port in use.
         StorageError: If the storage cannot be opened.
     """
+    token = resolve_token(token)
     check_bind(host, token)
     url = resolve_url(storage_url)
     baselines = load_baselines(baselines_file)
@@ -452,6 +561,7 @@ def make_dashboard_server(
         token=token,
         allow_writes=allow_writes,
         storage_label=mask_url(url),
+        host=host,
         response_cache_s=response_cache_s,
     )
     if write_notes:
@@ -475,6 +585,7 @@ def make_dashboard_server(
             f"cannot listen on {host}:{port}: {e.strerror}. Fix: pick another --port, e.g. "
             "--port 8081 (or --port 0 for any free port)"
         ) from e
+    app.port = server.server_port
     shown = f"[{host}]" if ":" in host else host
     link = f"http://{shown}:{server.server_port}/leaderboard"
     if token:

@@ -21,7 +21,7 @@ from hpsearch.errors import StorageError
 from hpsearch.model import build_model, compile_model
 from hpsearch.space import config_from_params
 from hpsearch.spec import StudySpec
-from hpsearch.study import ATTR_SPEC_TOML
+from hpsearch.study import ATTR_SPEC_TOML, stored_attr
 
 _logger = logging.getLogger(__name__)
 
@@ -89,5 +89,5 @@ def export_best(
         "versions": package_versions(),
     }
     (out_dir / "hpsearch.json").write_text(json.dumps(record, indent=2, default=str))
-    (out_dir / "study.toml").write_text(str(study.user_attrs.get(ATTR_SPEC_TOML, "")))
+    (out_dir / "study.toml").write_text(str(stored_attr(study, ATTR_SPEC_TOML) or ""))
     return record

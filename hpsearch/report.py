@@ -3,11 +3,21 @@
 Honest split: trials are ranked by **validation** accuracy (what the search optimized). Test
 accuracy is shown beside it and is the number compared with a baseline's test accuracy to mark
 a trial as beating it; it is never used to rank or select.
+
+Only finished trials get a rank: complete ones by their value, pruned ones by the last epoch
+they reported. Running, queued and failed trials are listed after the ranking, without a rank.
+A trial that was interrupted (preempted, or its worker died) and re-queued is one trial with its
+retries: only its latest attempt is listed, with the earlier ones in ``attempts``.
+
+Trial attributes are user data in a shared database: each one goes through :func:`coerce`, and a
+malformed value (``wall_time_s = "60s"``, ``test_accuracy = inf``) is shown as missing data and
+logged once per study and attribute, never an error.
 """
 
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import threading
 import time
@@ -24,7 +34,11 @@ from hpsearch.baselines import Baseline, for_dataset
 from hpsearch.errors import StorageError
 from hpsearch.storage.leaderboard_sql import TrialRecord, read_studies, read_trials
 
-_STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.PRUNED: 1, TrialState.RUNNING: 2}
+_logger = logging.getLogger(__name__)
+
+RANKED_STATES = ("complete", "pruned")
+"""States that get a rank (finished trials); the others are listed after the ranking."""
+_UNRANKED_ORDER = {"running": 0, "waiting": 1, "fail": 2}
 
 
 @dataclass
@@ -50,6 +64,8 @@ class Row:
     source: str | None = None
     metric: str | None = None
     beats: list[str] = field(default_factory=list)
+    retry_of: int | None = None  # the first attempt's number, when this trial is a retry
+    attempts: list[int] = field(default_factory=list)  # earlier attempts folded into this row
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (NaN becomes None)."""
@@ -65,21 +81,29 @@ def trial_row(study_name: str, trial: FrozenTrial) -> Row:
     last = (len(steps), steps[max(steps)]) if steps else None
     row = _sql_row(study_name, trial.number, trial.state.name, trial.value, trial.user_attrs, last)
     row.params = dict(trial.params)
+    row.retry_of = _retry_of(trial.system_attrs.get("failed_trial"), study_name, trial.number)
     return row
 
 
 def rank(trials: list[Row], baselines: list[Baseline], dataset: str | None = None) -> list[Row]:
-    """Sort trials by validation accuracy (complete before pruned) and interleave baselines.
+    """Rank finished trials by validation accuracy and interleave baselines; list the rest after.
 
-    A baseline sits just above the first trial whose validation accuracy is lower than the
-    baseline's accuracy. ``beats`` lists the baselines whose test (or, for val-metric
-    baselines, validation) accuracy the trial exceeds.
+    Retries are folded first (:func:`fold_retries`). Complete and pruned trials with a finite
+    validation accuracy get ranks 1, 2, ...; a baseline sits just above the first ranked trial
+    whose validation accuracy is lower than the baseline's accuracy. Then come, without a rank,
+    running, queued and failed trials (and finished ones whose value is missing). ``beats``
+    lists the baselines whose test (or, for val-metric baselines, validation) accuracy a ranked
+    trial exceeds.
     """
+    trials = fold_retries(trials)
     ranked = sorted(
-        (t for t in trials if t.val_accuracy is not None),
+        (t for t in trials if _rankable(t)),
         key=lambda t: (-(t.val_accuracy or 0.0), t.study or "", t.trial or 0),
     )
-    unranked = [t for t in trials if t.val_accuracy is None]
+    unranked = sorted(
+        (t for t in trials if not _rankable(t)),
+        key=lambda t: (_UNRANKED_ORDER.get(t.state or "", 3), t.study or "", t.trial or 0),
+    )
     lines = [
         Row(
             kind="baseline",
@@ -91,10 +115,14 @@ def rank(trials: list[Row], baselines: list[Baseline], dataset: str | None = Non
             metric=b.metric,
         )
         for b in (for_dataset(baselines, dataset) if dataset else [])
+        if math.isfinite(b.accuracy)
     ]
     for i, t in enumerate(ranked, start=1):
         t.rank = i
         t.beats = [b.model or "" for b in lines if _beats(t, b)]
+    for t in unranked:
+        t.rank = None
+        t.beats = []
     merged: list[Row] = []
     pending = list(lines)
     for t in ranked:
@@ -102,6 +130,51 @@ def rank(trials: list[Row], baselines: list[Baseline], dataset: str | None = Non
             merged.append(pending.pop(0))
         merged.append(t)
     return merged + pending + unranked
+
+
+def _rankable(t: Row) -> bool:
+    return t.state in RANKED_STATES and t.val_accuracy is not None
+
+
+def fold_retries(trials: list[Row]) -> list[Row]:
+    """One row per trial: the attempts of a re-queued trial fold into the latest one.
+
+    Optuna's retry (``RetryHeartbeatStaleTrialCallback``, which hpsearch uses for preempted
+    trials and dead workers) gives every retry the system attr ``failed_trial``: the number of
+    the first attempt. The latest attempt stays, with the earlier numbers in ``attempts``.
+    """
+    if all(t.retry_of is None for t in trials):
+        return trials
+    chains: dict[tuple[str | None, int], list[Row]] = {}
+    for t in trials:
+        if t.kind == "trial":
+            chains.setdefault(_chain_key(t), []).append(t)
+    out = []
+    for t in trials:
+        chain = chains.get(_chain_key(t), []) if t.kind == "trial" else []
+        if len(chain) <= 1:
+            out.append(t)
+        elif t is max(chain, key=lambda c: c.trial or 0):
+            t.attempts = sorted(c.trial or 0 for c in chain if c is not t)
+            out.append(t)
+    return out
+
+
+def _chain_key(t: Row) -> tuple[str | None, int]:
+    return (t.study, t.retry_of if t.retry_of is not None else (t.trial or 0))
+
+
+def _retry_of(value: Any, study: str, number: int) -> int | None:
+    root = _checked(value, "count", study, number, "failed_trial")
+    return None if root is None or root == number else int(root)
+
+
+def state_label(row: dict[str, Any]) -> str:
+    """A trial row's state as reports show it: ``fail (oom)``, ``complete (retry of #3)``."""
+    notes = [str(row["fail_reason"])] if row.get("fail_reason") else []
+    if row.get("attempts"):
+        notes.append("retry of " + ", ".join(f"#{n}" for n in row["attempts"]))
+    return str(row["state"]) + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def _beats(t: Row, b: Row) -> bool:
@@ -115,36 +188,34 @@ def study_rows(study: optuna.Study) -> list[Row]:
 
 
 def study_summary(study: optuna.Study, baselines: list[Baseline], dataset: str) -> dict[str, Any]:
-    """Machine-readable summary: counts by state, failures by cause, best trial, leaderboard."""
-    trials = study.get_trials(deepcopy=False)
-    counts = Counter(t.state.name.lower() for t in trials)
-    causes = Counter(
-        str(t.user_attrs.get("hpsearch:fail_reason") or "exception")
-        for t in trials
-        if t.state == TrialState.FAIL
-    )
-    complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    best = max(complete, key=lambda t: t.value or 0.0) if complete else None
+    """Machine-readable summary: counts by state, failures by cause, best trial, leaderboard.
+
+    Counts are of trials as the leaderboard lists them: a re-queued trial and its retries count
+    once (``resumed`` says how many earlier attempts were folded into their retries).
+    """
+    frozen = study.get_trials(deepcopy=False)
+    rows = rank([trial_row(study.study_name, t) for t in frozen], baselines, dataset)
+    trials = [r for r in rows if r.kind == "trial"]
+    counts = Counter(r.state for r in trials)
+    best = next((r for r in trials if r.rank is not None and r.state == "complete"), None)
     return {
         "study": study.study_name,
         "dataset": dataset,
         "counts": {s.name.lower(): counts.get(s.name.lower(), 0) for s in TrialState},
         "n_trials": len(trials),
-        "failed_by_cause": dict(causes),
+        "resumed": sum(len(r.attempts) for r in trials),
+        "failed_by_cause": {k: n for k, n in _failed_by_cause(trials).items() if n},
         "best": None
         if best is None
         else {
-            "trial": best.number,
-            "val_accuracy": best.value,
-            "test_accuracy": best.user_attrs.get("hpsearch:test_accuracy"),
-            "epochs": best.user_attrs.get("hpsearch:epochs"),
-            "config": best.user_attrs.get("hpsearch:config"),
+            "trial": best.trial,
+            "val_accuracy": best.val_accuracy,
+            "test_accuracy": best.test_accuracy,
+            "epochs": best.epochs,
+            "config": best.config,
             "params": best.params,
         },
-        "leaderboard": [
-            r.to_dict()
-            for r in rank([trial_row(study.study_name, t) for t in trials], baselines, dataset)
-        ],
+        "leaderboard": [r.to_dict() for r in rows],
     }
 
 
@@ -294,6 +365,7 @@ def _leaderboard(
             for t in trials:
                 t.row.params = {}
     ranked = rank([t.row for t in trials], baselines, dataset)
+    listed = [r for r in ranked if r.kind == "trial"]
     extra = {(t.row.study, t.row.trial): t for t in trials}
     wanted = None if states is None else {s.lower() for s in states}
     rows = []
@@ -307,7 +379,7 @@ def _leaderboard(
             d["finished"] = _iso(t.finished)
             d["dashboard_url"] = trial_url(t.study_id, r.trial or 0)
         rows.append(d)
-    counts = Counter(t.row.state for t in trials)
+    counts = Counter(r.state for r in listed)
     return {
         "dataset": dataset,
         "datasets": datasets,
@@ -322,12 +394,17 @@ def _leaderboard(
             }
             for s in sorted(infos, key=lambda s: s.name)
         ],
-        "n_trials": len(trials),
+        "n_trials": len(listed),
         "counts": {s.name.lower(): counts.get(s.name.lower(), 0) for s in TrialState},
-        "failed_by_cause": _failed_by_cause(trials),
+        "resumed": sum(len(r.attempts) for r in listed),
+        "failed_by_cause": _failed_by_cause(listed),
         "slurm_jobs": _slurm_jobs(trials),
         "history": best_so_far(trials),
-        "baselines": [asdict(b) for b in (for_dataset(baselines, dataset) if dataset else [])],
+        "baselines": [
+            asdict(b)
+            for b in (for_dataset(baselines, dataset) if dataset else [])
+            if math.isfinite(b.accuracy)
+        ],
         "rows": rows,
     }
 
@@ -378,10 +455,8 @@ def best_so_far(trials: list[_Trial], max_points: int = 2000) -> list[dict[str, 
     return out
 
 
-def _failed_by_cause(trials: list[_Trial]) -> dict[str, int]:
-    causes = Counter(
-        str(t.row.fail_reason or "exception") for t in trials if t.row.state == "fail"
-    )
+def _failed_by_cause(rows: list[Row]) -> dict[str, int]:
+    causes = Counter(str(r.fail_reason or "exception") for r in rows if r.state == "fail")
     out = {c: causes.pop(c, 0) for c in FAIL_CAUSES}
     out.update(causes)
     return out
@@ -478,6 +553,11 @@ class LeaderboardRowCache:
 _FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 
 
+def _needs_steps(r: TrialRecord) -> bool:
+    """Epoch reports are read for trials whose epoch count is not recorded as a count."""
+    return r.state != "COMPLETE" or coerce((r.attrs or {}).get("hpsearch:epochs"), "count") is None
+
+
 def _sql_trials(
     storage: optuna.storages.RDBStorage,
     chosen: list[StudyInfo],
@@ -494,13 +574,18 @@ def _sql_trials(
             hits[r.trial_id] = hit
         return hit is not None
 
+    records = read_trials(
+        storage, list(names), _ATTR_KEYS, known=known, needs_steps=_needs_steps, with_params=params
+    )
     out = []
-    for r in read_trials(storage, list(names), _ATTR_KEYS, known=known, with_params=params):
+    for r in records:
         hit = hits.get(r.trial_id)
         if hit is not None:
             trial = _Trial(hit.study_id, _copy_row(hit.row), hit.started, hit.finished)
         else:
-            row = _sql_row(names[r.study_id], r.number, r.state, r.value, r.attrs or {}, r.steps)
+            name = names[r.study_id]
+            row = _sql_row(name, r.number, r.state, r.value, r.attrs or {}, r.steps)
+            row.retry_of = _retry_of(r.retry_of, name, r.number)
             trial = _Trial(r.study_id, row, _utc(r.started), _utc(r.finished))
             if cache is not None and r.state in _FINISHED:
                 cache.put(r.trial_id, r.stamp, trial)
@@ -519,32 +604,109 @@ def _sql_row(
     attrs: dict[str, Any],
     steps: tuple[int, float] | None,
 ) -> Row:
-    """A trial's leaderboard row from its columns (as :func:`_sql_trials` reads them)."""
+    """A trial's leaderboard row from its columns (as :func:`_sql_trials` reads them).
+
+    Every attribute goes through :func:`coerce`: a malformed one becomes missing data.
+    """
     n_steps, last = steps or (0, None)
-    val = value if state == "COMPLETE" else None
+    val = None
+    if state == "COMPLETE" and value is not None:
+        val = _checked(value, "float", study, number, "value")
     if val is None and n_steps:
-        val = last
-    wall = attrs.get("hpsearch:wall_time_s")
-    gpus = [g for g in str(attrs.get("hpsearch:gpu") or "").split(",") if g]
-    job = attrs.get("hpsearch:slurm_job_id")
-    if job and attrs.get("hpsearch:slurm_array_task_id") is not None:
-        job = f"{job}_{attrs['hpsearch:slurm_array_task_id']}"
+        val = coerce(last, "float")  # NaN: a diverged epoch, already reported by the trial
+    get = attrs.get
+    wall = _checked(get("hpsearch:wall_time_s"), "seconds", study, number, "wall_time_s")
+    gpu = _checked(get("hpsearch:gpu"), "text", study, number, "gpu")
+    n_gpus = len([g for g in gpu.split(",") if g]) if gpu else 0
+    job = _checked(get("hpsearch:slurm_job_id"), "text", study, number, "slurm_job_id")
+    task = _checked(
+        get("hpsearch:slurm_array_task_id"), "text", study, number, "slurm_array_task_id"
+    )
+    if job and task is not None:
+        job = f"{job}_{task}"
+    epochs = _checked(get("hpsearch:epochs"), "count", study, number, "epochs")
     return Row(
         kind="trial",
         rank=None,
         val_accuracy=val,
-        test_accuracy=attrs.get("hpsearch:test_accuracy"),
+        test_accuracy=_checked(
+            get("hpsearch:test_accuracy"), "float", study, number, "test_accuracy"
+        ),
         study=study,
         trial=number,
         state=state.lower(),
-        epochs=attrs.get("hpsearch:epochs") or (n_steps or None),
+        epochs=epochs or (n_steps or None),
         wall_minutes=None if wall is None else wall / 60.0,
-        gpu_minutes=None if wall is None or not gpus else wall * len(gpus) / 60.0,
-        n_params=attrs.get("hpsearch:n_params"),
-        config=attrs.get("hpsearch:config"),
-        fail_reason=attrs.get("hpsearch:fail_reason"),
+        gpu_minutes=None if wall is None or not n_gpus else wall * n_gpus / 60.0,
+        n_params=_checked(get("hpsearch:n_params"), "count", study, number, "n_params"),
+        config=_checked(get("hpsearch:config"), "text", study, number, "config"),
+        fail_reason=_checked(get("hpsearch:fail_reason"), "text", study, number, "fail_reason")
+        if state == "FAIL"
+        else None,
         slurm_job=job,
     )
+
+
+_KINDS = {
+    "float": "a finite number",
+    "seconds": "a finite number >= 0",
+    "count": "a whole number >= 0",
+    "text": "a string",
+}
+_LOGGED: set[tuple[str, str]] = set()
+
+
+def coerce(value: Any, kind: str) -> Any:
+    """A trial attribute as the leaderboard's type, or None when it is missing or malformed.
+
+    Args:
+        value: The stored value (decoded JSON: any type).
+        kind: ``float`` (finite), ``seconds`` (finite, >= 0), ``count`` (whole number >= 0,
+            ``2.0`` accepted) or ``text`` (a string; numbers are written out).
+    Returns:
+        A ``float``, ``int`` or ``str``, or None. ``True``/``False``, NaN, infinities, numeric
+        strings and nested values are malformed for the number kinds.
+
+    Example:
+        >>> coerce(61.5, "seconds"), coerce("60s", "seconds"), coerce(3.0, "count")
+        (61.5, None, 3)
+    """
+    t = type(value)  # exact types: JSON decodes to these, and bool is not a number here
+    if kind == "text":
+        if t is str:
+            return value
+        return str(value) if t is int or t is float else None
+    if (t is float or t is int) and math.isfinite(value):
+        if kind == "float":
+            return float(value)
+        if kind == "seconds":
+            return float(value) if value >= 0 else None
+        if kind == "count" and value >= 0 and float(value).is_integer():
+            return int(value)
+    return None
+
+
+def _checked(value: Any, kind: str, study: str, number: int, name: str) -> Any:
+    """:func:`coerce`, logging a malformed value once per study and attribute."""
+    if value is None:
+        return None
+    out = coerce(value, kind)
+    if out is None and (study, name) not in _LOGGED:
+        _LOGGED.add((study, name))
+        shown = repr(value)
+        if len(shown) > 60:
+            shown = shown[:57] + "..."
+        _logger.warning(
+            "study %s, trial %d: %s is malformed (%s; expected %s): shown as missing data "
+            "(further malformed values of %s in this study are not logged)",
+            study,
+            number,
+            name,
+            shown,
+            _KINDS.get(kind, kind),
+            name,
+        )
+    return out
 
 
 def _copy_row(row: Row) -> Row:
@@ -558,6 +720,7 @@ def _row_dict(row: Row) -> dict[str, Any]:
     d = dict(row.__dict__)
     d["params"] = dict(row.params)
     d["beats"] = list(row.beats)
+    d["attempts"] = list(row.attempts)
     for k in ("val_accuracy", "test_accuracy", "wall_minutes", "gpu_minutes"):
         v = d[k]
         if isinstance(v, float) and math.isnan(v):

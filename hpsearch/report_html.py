@@ -28,8 +28,10 @@ from optuna.trial import TrialState
 from hpsearch import __version__
 from hpsearch.baselines import load_baselines
 from hpsearch.errors import SpecError
-from hpsearch.report import leaderboard
+from hpsearch.markdown import md_code, md_fence, md_text
+from hpsearch.report import leaderboard, state_label
 from hpsearch.storage import get_storage, mask_url, resolve_url
+from hpsearch.study import ATTR_SPEC_TOML, stored_attr
 
 FORMATS = ("html", "md", "csv")
 VAL_COLOR = "#1f6fb4"
@@ -38,7 +40,7 @@ BASELINE_COLORS = {"test": "#2a9d4b", "val": "#8a5cc2"}
 _CSV_COLUMNS = (
     "kind", "rank", "study", "trial", "state", "val_accuracy", "test_accuracy", "beats",
     "epochs", "wall_minutes", "gpu_minutes", "n_params", "config", "model", "metric", "source",
-    "fail_reason", "slurm_job", "params",
+    "fail_reason", "slurm_job", "attempts", "params",
 )  # fmt: skip
 
 
@@ -253,14 +255,16 @@ def build_report(
         raise SpecError(f"--format must be one of {', '.join(FORMATS)}. Received: {fmt!r}")
     url = resolve_url(storage_url)
     storage = get_storage(url, heartbeat=False, read_only=True)
-    board = leaderboard(storage, load_baselines(baselines_file), study=study)
+    board = leaderboard(
+        storage, load_baselines(baselines_file), study=study, include_params=fmt == "csv"
+    )
     board["storage"] = mask_url(url)
     if fmt == "csv":
         return render_csv(board["rows"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loaded = optuna.load_study(study_name=study, storage=storage)
-    spec_toml = str(loaded.user_attrs.get("hpsearch:spec_toml") or "")
+    spec_toml = str(stored_attr(loaded, ATTR_SPEC_TOML) or "")
     best = _best_trial(loaded)
     if fmt == "md":
         return render_markdown(board, spec_toml, best, top=top)
@@ -274,7 +278,11 @@ def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 
 def render_csv(rows: Sequence[dict[str, Any]]) -> str:
-    """The leaderboard (trials and baselines) as CSV, one line per row."""
+    """The leaderboard (trials and baselines) as CSV, one line per row.
+
+    ``rank`` is empty for unfinished and failed trials, ``attempts`` lists the earlier attempts
+    of a re-queued trial, and ``params`` holds the trial's Optuna parameters as JSON.
+    """
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -283,6 +291,7 @@ def render_csv(rows: Sequence[dict[str, Any]]) -> str:
             {
                 **r,
                 "beats": ";".join(r.get("beats") or []),
+                "attempts": ";".join(str(n) for n in r.get("attempts") or []),
                 "params": json.dumps(r["params"], sort_keys=True) if r.get("params") else "",
             }
         )
@@ -302,6 +311,10 @@ _HEAD = (
 
 
 _NUMERIC_COLUMNS = frozenset({0, 2, 3, 4, 5, 6, 7, 8, 9})
+_APART = (
+    '<tr class="unranked-head"><td colspan="12">Not ranked: running, queued and failed trials '
+    "(only finished trials get a rank)</td></tr>"
+)
 
 
 def _cells(r: dict[str, Any]) -> list[str]:
@@ -324,7 +337,7 @@ def _cells(r: dict[str, Any]) -> list[str]:
         _num(r["gpu_minutes"]),
         "" if r["n_params"] is None else f"{r['n_params']:,}",
         r["config"] or "",
-        r["state"] + (f" ({r['fail_reason']})" if r.get("fail_reason") else ""),
+        state_label(r),
     ]
 
 
@@ -343,6 +356,8 @@ def render_html(
     name = board["study"]
     trs = []
     for r in _table_rows(board, top):
+        if r["kind"] == "trial" and r["rank"] is None and _APART not in trs:
+            trs.append(_APART)
         cls = "baseline" if r["kind"] == "baseline" else f"trial {r['state']}"
         if r.get("beats"):
             cls += " beats"
@@ -407,8 +422,11 @@ test accuracy of that same trial (selection never looks at test accuracy). Dashe
 literature baselines (green: test accuracy, purple: validation accuracy as reported).</p>
 </section>
 <section><h2>Leaderboard{shown}</h2>
-<p class="note">Ranked by validation accuracy. ★ = beats that many baselines on the baseline's
-own metric (test accuracy vs test baselines, validation vs val baselines); hover for which.</p>
+<p class="note">Ranked by validation accuracy. Only finished trials (complete, or pruned at
+their last epoch) are ranked; running, queued and failed trials follow without a rank, and a
+re-queued trial is one row with its earlier attempts. ★ = beats that many baselines on the
+baseline's own metric (test accuracy vs test baselines, validation vs val baselines); hover
+for which.</p>
 <table id="leaderboard" class="board"><thead><tr>{head}</tr></thead>
 <tbody>{"".join(trs)}</tbody></table></section>
 <section class="side"><div><h2>Failed trials by cause</h2>
@@ -430,29 +448,34 @@ def render_markdown(
     *,
     top: int | None = None,
 ) -> str:
-    """The report as GitHub-flavoured Markdown (tables; plots only in the HTML format)."""
+    """The report as GitHub-flavoured Markdown (tables; plots only in the HTML format).
+
+    Every piece of user data goes through :mod:`hpsearch.markdown`, so it renders as text.
+    """
+    counts = ", ".join(f"{k} {v}" for k, v in board["counts"].items() if v)
     out = [
-        f"# hpsearch report: {board['study']}",
+        f"# hpsearch report: {md_text(board['study'])}",
         "",
-        f"Dataset **{board['dataset']}**, {board['n_trials']} trials "
-        f"({', '.join(f'{k} {v}' for k, v in board['counts'].items() if v)}), "
-        f"storage `{board['storage']}`, hpsearch {__version__}.",
+        f"Dataset **{md_text(board['dataset'])}**, {board['n_trials']} trials ({counts}), "
+        f"storage {md_code(board['storage'])}, hpsearch {__version__}.",
         "",
         "## Leaderboard",
         "",
         "Ranked by validation accuracy; test accuracy is reported, never used to select. "
+        "Only finished trials (complete, or pruned at their last epoch) are ranked; running, "
+        "queued and failed trials follow without a rank. "
         "★ = beats that many baselines on the baseline's own metric.",
         "",
         "| " + " | ".join(_HEAD) + " |",
         "|" + "---|" * len(_HEAD),
     ]
     for r in _table_rows(board, top):
-        cells = [c.replace("|", "\\|") for c in _cells(r)]
+        cells = [md_text(c) for c in _cells(r)]
         if r["kind"] == "baseline":
             cells = [f"*{c}*" if c else "" for c in cells]
         out.append("| " + " | ".join(cells) + " |")
     out += ["", "## Failed trials by cause", "", "| cause | trials |", "|---|---|"]
-    out += [f"| {c} | {n} |" for c, n in board["failed_by_cause"].items()]
+    out += [f"| {md_text(c)} | {n} |" for c, n in board["failed_by_cause"].items()]
     out += [
         "",
         "## Trials per Slurm job",
@@ -461,8 +484,8 @@ def render_markdown(
         "|---|---|---|---|---|---|---|",
     ]
     out += [
-        f"| {j['job']} | {j['tasks']} | {j['trials']} | {j['complete']} | {j['pruned']} | "
-        f"{j['fail']} | {j['running']} |"
+        f"| {md_text(j['job'])} | {j['tasks']} | {j['trials']} | {j['complete']} | "
+        f"{j['pruned']} | {j['fail']} | {j['running']} |"
         for j in board["slurm_jobs"]
     ]
     out += ["", "## Best trial: full configuration", ""]
@@ -471,9 +494,12 @@ def render_markdown(
     else:
         out += ["| key | value |", "|---|---|", f"| trial | {best.number} |"]
         out.append(f"| validation accuracy | {_pct(best.value)} |")
-        out += [f"| param `{k}` | {_plain(v)} |" for k, v in sorted(best.params.items())]
-        out += [f"| attr `{k}` | {_md(_plain(v))} |" for k, v in sorted(best.user_attrs.items())]
-    out += ["", "## Study file", "", "```toml", spec_toml.rstrip() or "(not stored)", "```", ""]
+        for label, items in (("param", best.params), ("attr", best.user_attrs)):
+            out += [
+                f"| {label} {md_code(k, in_table=True)} | {md_text(_plain(v))} |"
+                for k, v in sorted(items.items())
+            ]
+    out += ["", "## Study file", "", md_fence(spec_toml or "(not stored)", "toml"), ""]
     return "\n".join(out)
 
 
@@ -481,10 +507,6 @@ def _pct(value: float | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return f"{value * 100:.2f}%"
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def _num(value: float | None) -> str:

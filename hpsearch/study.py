@@ -1,8 +1,10 @@
 """Study lifecycle: create or continue a study from a spec, rebuild sampler and pruner, budget.
 
-The spec is stored with the study (user attr ``hpsearch:spec``), so workers need only the study
-name and the storage URL. Launching the same file again continues the study; launching a changed
-file under an existing name is refused.
+The spec is stored with the study (system attrs ``hpsearch:spec`` and ``hpsearch:spec_toml``;
+studies launched by earlier versions hold them as user attrs, which are still read), so workers
+need only the study name and the storage URL. System attrs keep ``optuna studies``, which
+prints every user attr, at one short line per study. Launching the same file again continues
+the study; launching a changed file under an existing name is refused.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -108,6 +111,7 @@ def launch_study(spec: StudySpec, spec_toml: str, storage_url: str | None = None
             pruner=make_pruner(spec),
         )
         if stored is not None:
+            _set_metric_name(study, spec)  # studies made before hpsearch set it
             _logger.info("continuing study %s in %s", spec.name, mask_url(url))
             return Launched(study, spec, created=False, storage_url=url)
     else:
@@ -118,8 +122,9 @@ def launch_study(spec: StudySpec, spec_toml: str, storage_url: str | None = None
             sampler=make_sampler(spec),
             pruner=make_pruner(spec),
         )
-    study.set_user_attr(ATTR_SPEC, spec.model_dump(mode="json"))
-    study.set_user_attr(ATTR_SPEC_TOML, spec_toml)
+    _set_metric_name(study, spec)
+    study._storage.set_study_system_attr(study._study_id, ATTR_SPEC, spec.model_dump(mode="json"))
+    study._storage.set_study_system_attr(study._study_id, ATTR_SPEC_TOML, spec_toml)
     study.set_user_attr(ATTR_DATASET, spec.data.dataset)
     study.set_user_attr("hpsearch:version", __version__)
     for params in spec.warm_start:
@@ -159,7 +164,7 @@ def load_study(
             f"no study named {name!r} in {mask_url(url)} (studies there: {known}). "
             "Fix: run `hpsearch launch STUDY.toml` first, or pass the right --storage"
         )
-    raw = summaries[name].user_attrs.get(ATTR_SPEC)
+    raw = stored_attr(summaries[name], ATTR_SPEC)
     if raw is None:
         raise StorageError(
             f"study {name!r} in {mask_url(url)} was not created by hpsearch launch (no stored "
@@ -173,6 +178,33 @@ def load_study(
         pruner=make_pruner(spec),
     )
     return study, spec
+
+
+def stored_attr(study: Any, key: str) -> Any:
+    """A stored study attr (``hpsearch:spec``, ``hpsearch:spec_toml``): system, else user attr.
+
+    Studies launched by earlier versions of hpsearch hold them as user attrs.
+
+    Args:
+        study: An :class:`optuna.Study`, or a study of ``storage.get_all_studies()``.
+        key: The attr's name.
+    """
+    if hasattr(study, "system_attrs"):  # optuna's FrozenStudy (get_all_studies)
+        system, user = study.system_attrs, study.user_attrs
+    else:
+        system = study._storage.get_study_system_attrs(study._study_id)
+        user = study._storage.get_study_user_attrs(study._study_id)
+    value = system.get(key)
+    return user.get(key) if value is None else value
+
+
+def _set_metric_name(study: optuna.Study, spec: StudySpec) -> None:
+    """Name the objective (optuna-dashboard shows it instead of "Objective 0")."""
+    names: list[str] = [spec.objective.metric]
+    if study.metric_names != names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
 
 
 @dataclass(frozen=True)

@@ -244,12 +244,15 @@ def test_cached_rows_follow_new_and_running_trials(sqlite_url: str) -> None:
     running.report(0.97, 1)
     again = leaderboard(storage, BASELINES, study="beta", cache=cache)
     assert len(again["rows"]) == len(first["rows"]) + 1
-    top = [r for r in again["rows"] if r["kind"] == "trial"][0]
-    assert (top["trial"], top["state"], top["val_accuracy"], top["rank"]) == (
+    trials = [r for r in again["rows"] if r["kind"] == "trial"]
+    # A running trial is listed, with its last epoch, but not ranked (it may still fail).
+    assert (trials[0]["trial"], trials[0]["rank"]) == (0, 1)
+    last = trials[1]  # running trials come first among the unranked
+    assert (last["trial"], last["state"], last["val_accuracy"], last["rank"]) == (
         2,
         "running",
         0.97,
-        1,
+        None,
     )
     study.tell(running, 0.96)
     done = leaderboard(storage, BASELINES, study="beta", cache=cache)
@@ -288,10 +291,97 @@ def test_optuna_dashboard_is_read_only_unless_allowed(
     assert call(app, "/api/studies/1", "DELETE")[0] == 403
     assert len(storage.get_all_studies()) == 3
     writable = DashboardApp(storage, BASELINES, allow_writes=True)
-    assert call(writable, "/api/studies", "POST", body=new)[0] == 201
+    same_origin = {"Origin": "http://127.0.0.1"}
+    assert call(writable, "/api/studies", "POST", same_origin, body=new)[0] == 201
 
 
 # ------------------------------------------------------------------------------- security
+
+
+def test_loopback_dashboard_refuses_other_host_names(
+    storage: optuna.storages.BaseStorage,
+) -> None:
+    """DNS rebinding: a page of attacker.example whose name now resolves to 127.0.0.1 sends
+    `Host: attacker.example:PORT`; without a token, only loopback names are let in (on any port:
+    `ssh -L 8080:localhost:8765` makes the browser name port 8080)."""
+    app = DashboardApp(storage, BASELINES, allow_writes=True, port=8765)
+    for host in ("127.0.0.1:8765", "localhost:8765", "LOCALHOST:8765", "[::1]:8765",
+                 "127.0.0.2:8765", "localhost:8080", "localhost"):  # fmt: skip
+        assert call(app, "/api/leaderboard", headers={"Host": host})[0] == 200, host
+    refused = ("attacker.example:8765", "127.0.0.1.nip.io:8765", "localhost.attacker.example",
+               "u@127.0.0.1:8765", "127.0.0.1:8765/x", "127.0.0.1:x", "10.0.0.1:8765",
+               "")  # fmt: skip
+    for host in refused:
+        status, headers, body = call(app, "/api/leaderboard", headers={"Host": host})
+        assert status == 421 and b"127.0.0.1:8765" in body, host
+        assert headers["Content-Type"].startswith("text/plain")
+    rebound = {"Host": "attacker.example:8765", "Origin": "http://attacker.example:8765"}
+    assert call(app, "/api/studies/1", "DELETE", rebound)[0] == 421
+    assert call(app, "/dashboard", headers=rebound)[0] == 421
+    assert len(storage.get_all_studies()) == 3
+    # The configured host is accepted too (e.g. --host localhost).
+    named = DashboardApp(storage, BASELINES, host="localhost", port=8765)
+    assert call(named, "/api/leaderboard", headers={"Host": "localhost:8765"})[0] == 200
+
+
+def test_writes_need_the_dashboards_own_origin(storage: optuna.storages.BaseStorage) -> None:
+    app = DashboardApp(storage, BASELINES, allow_writes=True, port=8765)
+    host = {"Host": "127.0.0.1:8765"}
+    for origin in (None, "http://attacker.example", "http://127.0.0.1:9999", "null"):
+        headers = host if origin is None else {**host, "Origin": origin}
+        status, _, body = call(app, "/api/studies/1", "DELETE", headers)
+        assert status == 403 and b"Origin" in body, origin
+    assert len(storage.get_all_studies()) == 3
+    same = {**host, "Origin": "http://127.0.0.1:8765"}
+    assert call(app, "/api/studies/1", "DELETE", same)[0] == 204
+    assert len(storage.get_all_studies()) == 2
+    # With a token, a script sends it as a Bearer header and needs no Origin.
+    token = "t" * 16
+    tokened = DashboardApp(storage, BASELINES, allow_writes=True, token=token)
+    bearer = {"Host": "any.example", "Authorization": f"Bearer {token}"}
+    assert call(tokened, "/api/studies/2", "DELETE", bearer)[0] == 204
+    cookie = {"Host": "any.example", "Cookie": f"hpsearch_dashboard_token={token}"}
+    assert call(tokened, "/api/studies/3", "DELETE", cookie)[0] == 403
+
+
+def test_token_redirect_cannot_inject_headers_or_leave_the_server(
+    storage: optuna.storages.BaseStorage,
+) -> None:
+    token = "s3cret-s3cret-s3cret"
+    app = DashboardApp(storage, BASELINES, token=token)
+    for path, location in (
+        ("/leaderboard\r\nSet-Cookie: evil=1", "/leaderboard%0D%0ASet-Cookie%3A%20evil%3D1"),
+        ("//attacker.example/x", "/attacker.example/x"),
+        ("/\\attacker.example", "/attacker.example"),
+    ):
+        status, headers, _ = call(app, f"{path}?token={token}&a=%0d%0ab")
+        assert status == 303 and headers["Location"] == location + "?a=%0D%0Ab", path
+        assert "evil" not in headers["Set-Cookie"]
+
+
+def test_access_log_redacts_the_token(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from hpsearch.dashboard import _QuietHandler
+
+    handler = object.__new__(_QuietHandler)
+    handler.client_address = ("127.0.0.1", 5555)
+    with caplog.at_level(logging.DEBUG, logger="hpsearch.dashboard"):
+        request = "GET /leaderboard?x=1&token=s3cret-value HTTP/1.1"
+        handler.log_message('"%s" %s %s', request, 303, 0)
+    assert "s3cret-value" not in caplog.text and "token=***" in caplog.text
+
+
+def test_tokens_are_long_enough_or_generated() -> None:
+    from hpsearch.dashboard import resolve_token
+
+    assert resolve_token(None) is None and resolve_token("") is None
+    auto = resolve_token("auto")
+    assert auto is not None and len(auto) >= 32 and auto != resolve_token("auto")
+    assert resolve_token("x" * 16) == "x" * 16
+    for short in ("a", " " * 20, "fifteen-chars-x"):
+        with pytest.raises(DashboardError, match="at least 16 characters.*--token auto"):
+            resolve_token(short)
 
 
 def test_token_required_on_every_request(storage: optuna.storages.BaseStorage) -> None:
@@ -313,7 +403,7 @@ def test_public_bind_needs_a_token() -> None:
     check_bind("127.0.0.1", None)
     check_bind("localhost", None)
     check_bind("::1", None)
-    check_bind("0.0.0.0", "tok")
+    check_bind("0.0.0.0", "a-token-of-16-chars")
     with pytest.raises(DashboardError, match="--host 0.0.0.0 .* needs an access token"):
         check_bind("0.0.0.0", None)
 
@@ -327,6 +417,21 @@ def test_cli_refuses_public_bind_without_token(sqlite_url: str) -> None:
     assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --host 0.0.0.0"), done.stderr
+
+
+def test_cli_token_on_command_line_warns_and_short_one_is_refused(sqlite_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "HPSEARCH_DASHBOARD_TOKEN"}
+    done = subprocess.run(
+        [HPSEARCH, "dashboard", "--host", "0.0.0.0", "--token", "x", "--storage", sqlite_url],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert "can be read by other users of this machine in `ps`" in done.stderr
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("error: --token (or $HPSEARCH_DASHBOARD_TOKEN) must be at least 16 characters")
+    )
 
 
 def _start_dashboard(url: str, *extra: str) -> tuple[subprocess.Popen[str], str]:

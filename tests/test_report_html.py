@@ -82,8 +82,9 @@ def test_report_opens_in_chromium(url: str, tmp_path: Path, chromium: str) -> No
         context = browser.new_context(offline=True)  # proves it needs no network
         page = context.new_page()
         page.goto(target.as_uri())
-        rows = page.locator("#leaderboard tbody tr")
+        rows = page.locator("#leaderboard tbody tr.trial, #leaderboard tbody tr.baseline")
         assert rows.count() == 4 + 11  # alpha's trials + fashion_mnist's shipped baselines
+        assert page.locator("#leaderboard tbody tr.unranked-head").count() == 1  # failed 3
         assert page.locator("#leaderboard tbody tr.baseline").count() == 11
         plots = page.locator("svg.plot")
         assert plots.count() == 2 and plots.first.bounding_box()["width"] > 300

@@ -9,7 +9,7 @@ import pytest
 
 from hpsearch.errors import SpecError, StorageError
 from hpsearch.spec import load_spec
-from hpsearch.study import budget_state, launch_study, load_study
+from hpsearch.study import budget_state, launch_study, load_study, stored_attr
 from tests.conftest import STUDIES
 
 
@@ -56,3 +56,33 @@ def test_budget_counts_finished_and_running(sqlite_url: str) -> None:
         study.tell(trial, 0.5)
     state = budget_state(study, spec)
     assert state.finished == spec.budget.n_trials and state.exhausted
+
+
+def test_optuna_tools_see_the_metric_name_and_short_user_attrs(sqlite_url: str) -> None:
+    """optuna-dashboard shows "val_accuracy" (not "Objective 0"); `optuna studies` prints every
+    user attr, so the study file is kept out of them."""
+    text = (STUDIES / "smoke.toml").read_text()
+    launch_study(load_spec(STUDIES / "smoke.toml"), text, sqlite_url)
+    study = optuna.load_study(study_name="smoke", storage=sqlite_url)
+    assert study.metric_names == ["val_accuracy"]
+    assert set(study.user_attrs) == {
+        "hpsearch:dataset", "hpsearch:version", "hpsearch:fingerprint",
+    }  # fmt: skip
+    assert len(repr(study.user_attrs)) < 150
+    assert stored_attr(study, "hpsearch:spec_toml") == text
+
+
+def test_studies_of_earlier_versions_still_load_and_get_the_metric_name(sqlite_url: str) -> None:
+    """Earlier versions stored the spec as user attrs and set no metric name."""
+    spec = load_spec(STUDIES / "smoke.toml")
+    old = optuna.create_study(study_name="smoke", storage=sqlite_url, direction="maximize")
+    old.set_user_attr("hpsearch:spec", spec.model_dump(mode="json"))
+    old.set_user_attr("hpsearch:spec_toml", "old text")
+    old.set_user_attr("hpsearch:dataset", spec.data.dataset)
+    old.set_user_attr("hpsearch:fingerprint", spec.fingerprint())
+    assert load_study("smoke", sqlite_url, heartbeat=False)[1] == spec
+    assert stored_attr(old, "hpsearch:spec_toml") == "old text"
+    assert not launch_study(spec, "new text", sqlite_url).created
+    assert optuna.load_study(study_name="smoke", storage=sqlite_url).metric_names == [
+        "val_accuracy"
+    ]

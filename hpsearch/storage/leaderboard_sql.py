@@ -37,7 +37,8 @@ class TrialRecord:
     """A trial as stored, with the columns the leaderboard needs.
 
     ``attrs`` is None for a trial the caller said it already has (``known``); ``steps`` is the
-    number of epoch reports and the last one, for trials whose epochs are not recorded.
+    number of epoch reports and the last one, where the caller asked for them; ``retry_of`` is
+    Optuna's ``failed_trial`` system attribute of a retry (the first attempt's number).
     """
 
     trial_id: int
@@ -49,6 +50,7 @@ class TrialRecord:
     value: float | None
     attrs: dict[str, Any] | None = None
     steps: tuple[int, float] | None = None
+    retry_of: Any = None
     params: dict[str, Any] | None = None
 
     @property
@@ -86,6 +88,7 @@ def read_trials(
     attr_keys: Sequence[str],
     *,
     known: Callable[[TrialRecord], bool] | None = None,
+    needs_steps: Callable[[TrialRecord], bool] | None = None,
     with_params: bool = False,
 ) -> list[TrialRecord]:
     """The trials of these studies in storage order, with the user attributes ``attr_keys``.
@@ -95,6 +98,7 @@ def read_trials(
         study_ids: Which studies.
         attr_keys: The user attributes to read (decoded from JSON; nulls left out).
         known: True for a trial the caller already has: its attributes are not read.
+        needs_steps: True for a trial (its attributes read) whose epoch reports are wanted.
         with_params: Also read every trial's parameters (external representation).
     """
     if not study_ids:
@@ -123,14 +127,12 @@ def read_trials(
             attrs = _fetch_attrs(conn, [r.trial_id for r in todo], attr_keys)
             for r in todo:
                 r.attrs = attrs[r.trial_id]
-            need_steps = [
-                r.trial_id
-                for r in todo
-                if r.state != "COMPLETE" or "hpsearch:epochs" not in attrs[r.trial_id]
-            ]
-            steps = _fetch_steps(conn, need_steps)
+            wanted = [r.trial_id for r in todo if needs_steps is None or needs_steps(r)]
+            steps = _fetch_steps(conn, wanted)
+            retries = _fetch_retries(conn, [r.trial_id for r in todo])
             for r in todo:
                 r.steps = steps.get(r.trial_id)
+                r.retry_of = retries.get(r.trial_id)
         if with_params:
             params = _fetch_params(conn, [r.trial_id for r in records])
             for r in records:
@@ -165,6 +167,19 @@ def _fetch_attrs(
             decoded = json.loads("[" + ",".join(raw.values()) + "]")
             attrs[trial_id] = {k: v for k, v in zip(raw, decoded) if v is not None}
     return attrs
+
+
+def _fetch_retries(conn: sa.Connection, ids: list[int]) -> dict[int, Any]:
+    """``failed_trial`` (the first attempt's number) of the retries among these trials."""
+    out: dict[int, Any] = {}
+    for k in range(0, len(ids), _CHUNK):
+        rows = conn.exec_driver_sql(
+            "SELECT trial_id, value_json FROM trial_system_attributes "
+            f"WHERE trial_id IN ({_ids_sql(ids[k : k + _CHUNK])}) AND key = 'failed_trial'"
+        ).all()
+        for trial_id, value in rows:
+            out[int(trial_id)] = None if value is None else json.loads(value)
+    return out
 
 
 def _fetch_steps(conn: sa.Connection, ids: list[int]) -> dict[int, tuple[int, float]]:
