@@ -48,6 +48,7 @@ def test_make_report_writes_every_section(tmp_path: Path) -> None:
         assert f"## {title}" in text
 
 
+@pytest.mark.slow
 def test_search_spaces_match_hpsearch(monkeypatch: pytest.MonkeyPatch) -> None:
     """The hand-written Optuna and KerasTuner spaces equal fashion_mnist_quick's."""
     pytest.importorskip("keras_tuner")

@@ -29,6 +29,7 @@ def trained(config: TrainConfig, steps: int) -> object:
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
 def test_restore_gives_back_weights_optimizer_state_and_progress(
     tmp_path: Path, optimizer: str
@@ -58,6 +59,7 @@ def test_restore_gives_back_weights_optimizer_state_and_progress(
     assert (tmp_path / "state.json").exists() and not list(tmp_path.glob("*.tmp.*"))
 
 
+@pytest.mark.slow
 def test_no_checkpoint_is_none_and_a_foreign_one_is_refused(tmp_path: Path) -> None:
     config = TrainConfig(optimizer="adam", lr=0.01, batch_size=16)
     assert Checkpoint(tmp_path / "none").restore(trained(config, steps=1)) is None

@@ -30,6 +30,7 @@ def test_workshop_cnn_has_exactly_1_199_882_parameters() -> None:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("study", "shape"), [("fashion_mnist", (28, 28, 1)), ("cifar10", (32, 32, 3))]
 )

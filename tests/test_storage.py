@@ -238,6 +238,7 @@ def _hammer(url: str, n: int) -> None:
         study.tell(trial, 0.5)
 
 
+@pytest.mark.slow
 def test_sqlite_never_says_database_is_locked_with_several_workers(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'locks.db'}"
     optuna.create_study(storage=get_storage(url), study_name="locks")

@@ -184,7 +184,11 @@ class ResilientStorage(optuna.storages.RDBStorage):
         for. Trials are numbered one at a time under that lock, so the newest trial's number
         plus one is the same count, read from one row. Trials from a template (enqueued,
         retried, added) take Optuna's own path, under the same lock.
+
+        The sampler reads the study right after: that read is fresh (the trials other workers
+        started meanwhile, with their parameters), whatever the refresh interval.
         """
+        self._last_refresh.pop(study_id, None)
         if template_trial is not None:
             return self._retry.call(partial(super()._create_new_trial, study_id, template_trial))
         return self._retry.call(partial(self._insert_running_trial, study_id))
