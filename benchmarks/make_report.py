@@ -66,6 +66,19 @@ SECTIONS = (
         "not run yet",
     ),
     (
+        "constant_liar_before",
+        "constant liar, before the storage package (hpsearch 3ab51d4)",
+        "PYTHONPATH=<checkout of 3ab51d4> .venv/bin/python benchmarks/constant_liar.py "
+        "--name constant_liar_before",
+        "not run yet",
+    ),
+    (
+        "constant_liar",
+        "constant liar: near-duplicates of running trials",
+        ".venv/bin/python benchmarks/constant_liar.py",
+        "not run yet",
+    ),
+    (
         "gpu",
         "gpu",
         ".venv/bin/python benchmarks/gpu.py",
@@ -169,6 +182,16 @@ def _key_figure(name: str, data: dict[str, Any]) -> str:
             return figure
         if name == "storage_levers":
             return _levers_figure(data)
+        if name.startswith("constant_liar"):
+            share = {}
+            for mode in ("plain", "hpsearch"):
+                runs = [r for r in data["runs"] if r["mode"] == mode]
+                near = sum(r["near_duplicates"] for r in runs)
+                share[mode] = f"{near / sum(r['trials'] for r in runs):.1%}"
+            return (
+                f"trials started next to a near-duplicate running trial: hpsearch "
+                f"{share['hpsearch']}, plain Optuna {share['plain']}"
+            )
         if name == "gpu":
             best = max(data["trials_per_hour"], key=lambda t: t["trials_per_hour"])
             figure = f"best {best['trials_per_hour']:.0f} trials/h ({best['workers']} workers/GPU)"

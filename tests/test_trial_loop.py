@@ -37,7 +37,9 @@ def test_one_tiny_trial_end_to_end(tmp_path: Path, sqlite_url: str) -> None:
     attrs = trial.user_attrs
     assert 0.0 < attrs["hpsearch:test_accuracy"] <= 1.0
     assert attrs["hpsearch:epochs"] == 2 and attrs["hpsearch:wall_time_s"] > 0
-    assert attrs["hpsearch:config"].startswith("conv 16") and str(attrs["hpsearch:pid"]) == str(os.getpid())
+    assert attrs["hpsearch:config"].startswith("conv 16") and str(attrs["hpsearch:pid"]) == str(
+        os.getpid()
+    )
     assert "hpsearch:fail_reason" not in attrs
     checkpoints = Path(os.environ["HPSEARCH_RUNS_DIR"]) / "tiny" / "checkpoints"
     assert not any(checkpoints.glob("*"))  # removed once the trial finished

@@ -79,8 +79,9 @@ def _check_tables(url: str, parsed: URL, *, read_only: bool) -> None:
         return  # a new SQLite file: nothing to check
     engine = sqlalchemy.create_engine(parsed, **engine_kwargs(parsed, 0))
     try:
-        inspector = sqlalchemy.inspect(engine)
-        present = set(inspector.get_table_names())
+        with engine.connect() as conn:
+            columns = _columns(conn)
+        present = set(columns)
         wanted = models.BaseModel.metadata.tables
         if read_only and "studies" not in present:
             raise StorageError(
@@ -89,8 +90,7 @@ def _check_tables(url: str, parsed: URL, *, read_only: bool) -> None:
                 "URL, or launch a study there first: hpsearch launch STUDY.toml --storage URL"
             )
         for name in sorted(present & set(wanted)):
-            have = {c["name"] for c in inspector.get_columns(name)}
-            missing = sorted({c.name for c in wanted[name].columns} - have)
+            missing = sorted({c.name for c in wanted[name].columns} - columns[name])
             if missing:
                 raise StorageError(
                     f"storage {mask_url(url)}: its table {name!r} is not Optuna's (no column "
@@ -100,6 +100,27 @@ def _check_tables(url: str, parsed: URL, *, read_only: bool) -> None:
                 )
     finally:
         engine.dispose()
+
+
+def _columns(conn: sqlalchemy.Connection) -> dict[str, set[str]]:
+    """Every table of the database with its column names, in one query where possible."""
+    found: dict[str, set[str]] = {}
+    if conn.dialect.name == "sqlite":
+        for (table,) in conn.exec_driver_sql(
+            "SELECT name FROM sqlite_master WHERE type = 'table'"
+        ).all():
+            quoted = '"' + str(table).replace('"', '""') + '"'
+            rows = conn.exec_driver_sql(f"PRAGMA table_info({quoted})").all()
+            found[str(table)] = {str(r[1]) for r in rows}
+        return found
+    schema = "current_schema()" if conn.dialect.name == "postgresql" else "DATABASE()"
+    rows = conn.exec_driver_sql(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        f"WHERE table_schema = {schema}"
+    ).all()
+    for table, column in rows:
+        found.setdefault(str(table), set()).add(str(column))
+    return found
 
 
 def get_storage(
