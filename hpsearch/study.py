@@ -124,7 +124,7 @@ def launch_study(spec: StudySpec, spec_toml: str, storage_url: str | None = None
     study.set_user_attr("hpsearch:version", __version__)
     for params in spec.warm_start:
         study.enqueue_trial(
-            searched_params(spec.search, params),
+            searched_params(spec.search, params, spec.model.builder),
             user_attrs={"hpsearch:warm_start": True},
             skip_if_exists=True,
         )
