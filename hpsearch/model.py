@@ -187,7 +187,9 @@ def build_model(
     return keras.Model(inputs, outputs)
 
 
-def build_cnn(hp: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
+def build_cnn(
+    hp: Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int
+) -> keras.Model:
     """The built-in CNN family as a builder: ``hp`` holds the fields of :class:`ModelConfig`.
 
     Args:

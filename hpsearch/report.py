@@ -69,16 +69,25 @@ def trial_row(study_name: str, trial: FrozenTrial) -> Row:
     return row
 
 
-def rank(trials: list[Row], baselines: list[Baseline], dataset: str | None = None) -> list[Row]:
+def rank(
+    trials: list[Row],
+    baselines: list[Baseline],
+    dataset: str | None = None,
+    direction: str = "maximize",
+) -> list[Row]:
     """Sort trials by validation accuracy (complete before pruned) and interleave baselines.
+
+    With ``direction="minimize"`` (a study whose objective metric is a loss) the lowest value
+    ranks first; ``val_accuracy`` then holds that metric's value.
 
     A baseline sits just above the first trial whose validation accuracy is lower than the
     baseline's accuracy. ``beats`` lists the baselines whose test (or, for val-metric
     baselines, validation) accuracy the trial exceeds.
     """
+    sign = 1.0 if direction == "minimize" else -1.0
     ranked = sorted(
         (t for t in trials if t.val_accuracy is not None),
-        key=lambda t: (-(t.val_accuracy or 0.0), t.study or "", t.trial or 0),
+        key=lambda t: (sign * (t.val_accuracy or 0.0), t.study or "", t.trial or 0),
     )
     unranked = [t for t in trials if t.val_accuracy is None]
     lines = [
@@ -125,10 +134,13 @@ def study_summary(study: optuna.Study, baselines: list[Baseline], dataset: str) 
         if t.state == TrialState.FAIL
     )
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
-    best = max(complete, key=lambda t: t.value or 0.0) if complete else None
+    direction = _direction(study.direction)
+    sign = -1.0 if direction == "minimize" else 1.0
+    best = max(complete, key=lambda t: sign * (t.value or 0.0)) if complete else None
     return {
         "study": study.study_name,
         "dataset": dataset,
+        "direction": direction,
         "counts": {s.name.lower(): counts.get(s.name.lower(), 0) for s in TrialState},
         "n_trials": len(trials),
         "failed_by_cause": dict(causes),
@@ -144,7 +156,9 @@ def study_summary(study: optuna.Study, baselines: list[Baseline], dataset: str) 
         },
         "leaderboard": [
             r.to_dict()
-            for r in rank([trial_row(study.study_name, t) for t in trials], baselines, dataset)
+            for r in rank(
+                [trial_row(study.study_name, t) for t in trials], baselines, dataset, direction
+            )
         ],
     }
 
@@ -294,7 +308,10 @@ def _leaderboard(
         if not include_params:
             for t in trials:
                 t.row.params = {}
-    ranked = rank([t.row for t in trials], baselines, dataset)
+    direction = (
+        _direction(storage.get_study_directions(chosen[0].study_id)[0]) if chosen else "maximize"
+    )
+    ranked = rank([t.row for t in trials], baselines, dataset, direction)
     extra = {(t.row.study, t.row.trial): t for t in trials}
     wanted = None if states is None else {s.lower() for s in states}
     rows = []
@@ -327,7 +344,8 @@ def _leaderboard(
         "counts": {s.name.lower(): counts.get(s.name.lower(), 0) for s in TrialState},
         "failed_by_cause": _failed_by_cause(trials),
         "slurm_jobs": _slurm_jobs(trials),
-        "history": best_so_far(trials),
+        "direction": direction,
+        "history": best_so_far(trials, direction=direction),
         "baselines": [asdict(b) for b in (for_dataset(baselines, dataset) if dataset else [])],
         "rows": rows,
     }
@@ -338,7 +356,9 @@ def trial_url(study_id: int, number: int) -> str:
     return f"/dashboard/studies/{study_id}/trials?numbers={number}"
 
 
-def best_so_far(trials: list[_Trial], max_points: int = 2000) -> list[dict[str, Any]]:
+def best_so_far(
+    trials: list[_Trial], max_points: int = 2000, direction: str = "maximize"
+) -> list[dict[str, Any]]:
     """Complete trials in order of completion, each with the best validation accuracy so far.
 
     ``best_test_accuracy`` is the test accuracy of the trial that is best on validation at that
@@ -355,7 +375,10 @@ def best_so_far(trials: list[_Trial], max_points: int = 2000) -> list[dict[str, 
     best: _Trial | None = None
     stride = max(1, math.ceil(len(done) / max_points))
     for i, t in enumerate(done, start=1):
-        improved = best is None or (t.row.val_accuracy or 0.0) > (best.row.val_accuracy or 0.0)
+        sign = -1.0 if direction == "minimize" else 1.0
+        improved = best is None or sign * (t.row.val_accuracy or 0.0) > sign * (
+            best.row.val_accuracy or 0.0
+        )
         if improved:
             best = t
         if not improved and i % stride and i != len(done):
@@ -377,6 +400,11 @@ def best_so_far(trials: list[_Trial], max_points: int = 2000) -> list[dict[str, 
             }
         )
     return out
+
+
+def _direction(direction: optuna.study.StudyDirection) -> str:
+    """``maximize`` or ``minimize`` (hpsearch studies minimize when their metric is a loss)."""
+    return "minimize" if direction == optuna.study.StudyDirection.MINIMIZE else "maximize"
 
 
 def _failed_by_cause(trials: list[_Trial]) -> dict[str, int]:

@@ -594,7 +594,7 @@ def _resolve_paths(spec: StudySpec, base: Path, source: str) -> StudySpec:
         if not Path(resolved).is_dir():
             raise SpecError(
                 f"{source}: `python_path` names a folder that does not exist. Received: "
-                f"{_toml_value(given)} (looked for {resolved}). Example: python_path = [\"src\"]"
+                f'{_toml_value(given)} (looked for {resolved}). Example: python_path = ["src"]'
             )
     if spec.uses_custom_code and not python_path:
         python_path = [str(base)]  # modules next to the study file

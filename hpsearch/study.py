@@ -83,13 +83,36 @@ class Launched:
     storage_url: str
 
 
-def launch_study(spec: StudySpec, spec_toml: str, storage_url: str | None = None) -> Launched:
+def dataset_key(spec: StudySpec) -> str:
+    """What the leaderboard groups studies by: the data, and the metric unless val_accuracy.
+
+    Studies are ranked together (and next to literature baselines, which are validation or test
+    accuracies on a built-in dataset) only when they share both.
+    """
+    metric = spec.objective.metric
+    return spec.data.label + ("" if metric == "val_accuracy" else f" · {metric}")
+
+
+def launch_study(
+    spec: StudySpec, spec_toml: str, storage_url: str | None = None, *, check: bool = True
+) -> Launched:
     """Create the study for ``spec`` (or continue it) and enqueue the warm-start trials.
 
+    Args:
+        spec: The validated spec (``load_spec`` resolves its paths).
+        spec_toml: The study file's text, stored with the study.
+        storage_url: Defaults to ``$HPSEARCH_STORAGE``, else SQLite.
+        check: First check that the data and the model can be made
+            (:func:`hpsearch.usercode.check_study_runs`); nothing is written if not.
     Raises:
-        SpecError: If a study of that name exists with a different spec.
+        SpecError: If a study of that name exists with a different spec, or its builder,
+            loader or data cannot be used.
         StorageError: If the storage cannot be opened.
     """
+    if check:
+        from hpsearch.usercode import check_study_runs
+
+        check_study_runs(spec)
     url = resolve_url(storage_url)
     storage = get_storage(url, heartbeat=False)
     existing = {s.study_name: s for s in storage.get_all_studies()}
@@ -120,7 +143,7 @@ def launch_study(spec: StudySpec, spec_toml: str, storage_url: str | None = None
         )
     study.set_user_attr(ATTR_SPEC, spec.model_dump(mode="json"))
     study.set_user_attr(ATTR_SPEC_TOML, spec_toml)
-    study.set_user_attr(ATTR_DATASET, spec.data.dataset)
+    study.set_user_attr(ATTR_DATASET, dataset_key(spec))
     study.set_user_attr("hpsearch:version", __version__)
     for params in spec.warm_start:
         study.enqueue_trial(

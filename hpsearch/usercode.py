@@ -12,9 +12,12 @@ import importlib
 import inspect
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.errors import SpecError
+
+if TYPE_CHECKING:
+    from hpsearch.spec import StudySpec
 
 
 def import_function(
@@ -87,3 +90,54 @@ def _import_failed(module: str, reference: str, field: str, error: BaseException
             where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
         tb = tb.tb_next
     return f"{where}: importing {module!r} for `{field}` = {reference!r} failed: {one_line(error)}"
+
+
+def check_study_runs(spec: StudySpec, source: str | None = None) -> tuple[tuple[int, ...], int]:
+    """Check, before any worker starts, that the study's data and model can be made.
+
+    Reads the data's shape (a folder is scanned, a loader called), and with a custom builder
+    imports it and builds one model from the space's first point (no training), compiled with
+    the objective's metric. The built-in CNN on built-in data costs nothing here.
+
+    Args:
+        spec: A validated spec (paths resolved).
+        source: Named in messages; defaults to ``study NAME``.
+    Returns:
+        ``(input_shape, num_classes)`` of the data.
+    Raises:
+        SpecError: One line naming the study file or the builder's file, function and error.
+        DataError: If the data folder or loader is unusable.
+    """
+    from hpsearch.data import data_shape
+    from hpsearch.errors import HpsearchError
+
+    source = source or f"study {spec.name}"
+    shape, num_classes = data_shape(spec.data, tuple(spec.python_path))
+    metric = spec.objective.metric.removeprefix("val_")
+    if spec.model.is_builtin and metric in ("accuracy", "loss"):
+        return shape, num_classes
+    from hpsearch.model import compile_model, extra_metrics, make_model
+    from hpsearch.space import first_point
+
+    try:
+        extra_metrics(spec.objective.metric)
+    except ValueError as e:
+        raise SpecError(
+            f"{source}: `objective.metric` names no Keras metric. Received: "
+            f'"{spec.objective.metric}". Example: metric = "val_loss" (or val_accuracy, '
+            "val_auc, val_top5_accuracy)"
+        ) from e
+    if spec.model.is_builtin:
+        return shape, num_classes
+    config = first_point(spec)
+    try:
+        built = make_model(config, shape, num_classes, spec.python_path)
+        compile_model(built.model, config.train, spec.objective.metric, built.from_logits)
+    except SpecError:
+        raise
+    except HpsearchError as e:
+        raise SpecError(
+            f"{source}: `model.builder` = {spec.model.builder!r} fails on the space's first "
+            f"point ({config.summary()}): {e}"
+        ) from e
+    return shape, num_classes
