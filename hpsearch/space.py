@@ -127,14 +127,19 @@ def config_from_params(spec: StudySpec, params: Mapping[str, Any]) -> TrialConfi
     return sample_config(optuna.trial.FixedTrial(dict(params)), spec.search, spec.model.builder)
 
 
-def first_point(spec: StudySpec) -> TrialConfig:
-    """The configuration at the space's first point (fixed values, first choices, lows)."""
+def first_values(spec: StudySpec) -> dict[str, Any]:
+    """Every parameter at its first value: the fixed value, the first choice or the low end."""
     values: dict[str, Any] = {}
     for name, dim in param_dimensions(spec.search, spec.model.builder).items():
         value = getattr(dim, "value", None)
         choices = getattr(dim, "choices", None)
-        values[name] = value if value is not None else (choices or [dim.low])[0]  # type: ignore[attr-defined]
-    return config_from_params(spec, values)
+        values[name] = value if value is not None else (choices or [getattr(dim, "low")])[0]
+    return values
+
+
+def first_point(spec: StudySpec) -> TrialConfig:
+    """The configuration at the space's first point (see :func:`first_values`)."""
+    return config_from_params(spec, first_values(spec))
 
 
 def param_dimensions(space: SearchSpace, builder: str = BUILTIN_BUILDER) -> dict[str, _Dim]:

@@ -89,6 +89,8 @@ def _import_failed(module: str, reference: str, field: str, error: BaseException
         if module.split(".")[-1] in tb.tb_frame.f_code.co_filename:
             where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
         tb = tb.tb_next
+    if isinstance(error, SyntaxError) and error.filename:
+        where = f"{error.filename}:{error.lineno}"
     return f"{where}: importing {module!r} for `{field}` = {reference!r} failed: {one_line(error)}"
 
 
@@ -116,8 +118,11 @@ def check_study_runs(spec: StudySpec, source: str | None = None) -> tuple[tuple[
     metric = spec.objective.metric.removeprefix("val_")
     if spec.model.is_builtin and metric in ("accuracy", "loss"):
         return shape, num_classes
-    from hpsearch.model import compile_model, extra_metrics, make_model
+    from hpsearch.model import compile_model, extra_metrics, load_builder, make_model
     from hpsearch.space import first_point
+
+    if not spec.model.is_builtin:
+        load_builder(spec.model.builder, spec.python_path)  # a missing module: before keras
 
     try:
         extra_metrics(spec.objective.metric)
