@@ -154,14 +154,12 @@ def launch(spec_file: SpecArg, storage: StorageOpt = None) -> None:
 
 
 def _launch(spec_file: Path, storage: str | None) -> Any:
-    from hpsearch.spec import load_spec
+    from hpsearch.api import launch_study_from
     from hpsearch.storage import mask_url
-    from hpsearch.study import budget_state, launch_study
-    from hpsearch.usercode import check_study_runs
+    from hpsearch.study import budget_state
 
-    spec = load_spec(spec_file)
-    check_study_runs(spec, str(spec_file))
-    launched = launch_study(spec, spec_file.read_text(encoding="utf-8"), storage, check=False)
+    launched = launch_study_from(spec_file, storage)
+    spec = launched.spec
     b = budget_state(launched.study, spec)
     verb = "created" if launched.created else "continuing"
     err.print(

@@ -226,3 +226,37 @@ def test_builder_failing_inside_trials_fails_them_and_stops_the_worker(
         assert f"{tmp_path / 'flaky_models.py'}:build raised ValueError: depth 2 is not" in error
     assert os.environ["HPSEARCH_RUNS_DIR"]  # nothing else written: no checkpoints left
     assert not any((Path(os.environ["HPSEARCH_RUNS_DIR"]) / "flaky" / "checkpoints").glob("*"))
+
+
+def test_python_api_launch_from_a_dict_run_leaderboard_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hpsearch
+
+    (tmp_path / "api_data.py").write_text(LOADER.replace("3000", "400").replace(":300]", ":200]"))
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'api.db'}"
+    study = {
+        "name": "api",
+        "data": {"loader": "api_data:load", "val_fraction": 0.1},
+        "budget": {"n_trials": 2, "max_epochs": 1},
+        "pruner": {"kind": "none"},
+        "search": {
+            "activation": "relu",
+            "conv": {"n_blocks": 1, "layers_per_block": 1, "filters_base": {"choices": [8, 16]}},
+            "dense": {"n_layers": 1, "units": 32},
+            "optimizer": {"name": "adam", "lr": 0.003},
+        },
+    }
+    handle = hpsearch.launch(study, storage=url)
+    assert handle.created and handle.spec.python_path == [str(tmp_path)]
+    result = hpsearch.run_workers(handle.name, workers=1, storage=url)
+    assert result.exit_codes == [0]
+    board = hpsearch.leaderboard(handle.name, storage=url)
+    assert list(board["rank"]) == [1, 2] and set(board["state"]) == {"complete"}
+    assert board["value"].is_monotonic_decreasing and (board["metric"] == "val_accuracy").all()
+    assert set(board["conv.filters_base"]) == {8, 16}
+    record = hpsearch.export_best(handle.name, tmp_path / "best", storage=url)
+    assert (
+        record["trial"] == int(board["trial"][0]) and (tmp_path / "best" / "model.keras").exists()
+    )
