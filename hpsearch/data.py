@@ -343,11 +343,11 @@ def _decode(
     x = np.empty((len(files), size[0], size[1], _CHANNELS[color_mode]), dtype="float32")
     for i, (path, _) in enumerate(files):
         try:
-            with Image.open(path) as image:
-                image = image.convert(mode)
-                if image.size != (size[1], size[0]):
-                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                x[i] = np.asarray(image, dtype="float32").reshape(x.shape[1:]) / 255.0
+            with Image.open(path) as opened:
+                image = opened.convert(mode)
+            if image.size != (size[1], size[0]):
+                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            x[i] = np.asarray(image, dtype="float32").reshape(x.shape[1:]) / 255.0
         except OSError as e:
             raise DataError(f"{path}: cannot read the image ({e})") from e
     return x, np.array([label for _, label in files], dtype="int32")
