@@ -132,8 +132,6 @@ def check_study_runs(spec: StudySpec, source: str | None = None) -> tuple[tuple[
             f'"{spec.objective.metric}". Example: metric = "val_loss" (or val_accuracy, '
             "val_auc, val_top5_accuracy)"
         ) from e
-    if spec.model.is_builtin:
-        return shape, num_classes
     config = first_point(spec)
     try:
         built = make_model(config, shape, num_classes, spec.python_path)
@@ -145,4 +143,20 @@ def check_study_runs(spec: StudySpec, source: str | None = None) -> tuple[tuple[
             f"{source}: `model.builder` = {spec.model.builder!r} fails on the space's first "
             f"point ({config.summary()}): {e}"
         ) from e
+    import numpy as np
+
+    name = spec.objective.metric.removeprefix("val_")
+    try:  # two blank images of class 0: does the model report the metric?
+        logs = built.model.evaluate(
+            np.zeros((2, *shape), "float32"), np.zeros(2, "int32"), verbose=0, return_dict=True
+        )
+        problem = None if name in logs else f"the model reports only {', '.join(logs)}"
+    except Exception as e:  # noqa: BLE001 - a metric that does not fit integer labels
+        problem = one_line(e, 200)
+    if problem:
+        raise SpecError(
+            f"{source}: `objective.metric` cannot be computed. Received: "
+            f'"{spec.objective.metric}" ({problem}). Example: metric = "val_loss" (or '
+            "val_accuracy, val_auc, val_top5_accuracy)"
+        )
     return shape, num_classes

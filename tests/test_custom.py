@@ -247,3 +247,12 @@ def test_cli_validate_and_launch_refuse_a_missing_builder_module(tmp_path: Path)
         assert len(lines) == 1 and result.stderr.strip().endswith(lines[0]), result.stderr
         assert "`model.builder` = 'b_absent_module:build': no module 'b_absent_module'" in lines[0]
     assert not db.exists()
+
+
+@pytest.mark.parametrize("metric", ["val_mae", "val_nonsense"])
+def test_metric_the_model_cannot_report_is_one_line(tmp_path: Path, metric: str) -> None:
+    path = write_study(tmp_path, f"b_metric_{metric}", f'[objective]\nmetric = "{metric}"\n')
+    with pytest.raises(SpecError) as info:
+        check_study_runs(load_spec(path), "study.toml")
+    text = str(info.value)
+    assert "\n" not in text and text.startswith("study.toml: `objective.metric`"), text
