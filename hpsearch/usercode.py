@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ def import_function(
     importlib.invalidate_caches()
     try:
         module = importlib.import_module(module_name)
+        module = _reload_if_edited(module)
     except ModuleNotFoundError as e:
         if e.name is not None and module_name.startswith(e.name):
             where = ", ".join(python_path) or "(no study folder)"
@@ -61,6 +63,25 @@ def import_function(
             f"{reference!r}). Functions there: {', '.join(defined) or 'none'}"
         )
     return function  # type: ignore[no-any-return]
+
+
+_IMPORTED_AT: dict[str, float] = {}
+
+
+def _reload_if_edited(module: Any) -> Any:
+    """Re-import a module whose file changed since (a notebook user edits the builder)."""
+    path = getattr(module, "__file__", None)
+    if not path:
+        return module
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        return module
+    seen = _IMPORTED_AT.setdefault(module.__name__, mtime)
+    if mtime != seen:
+        module = importlib.reload(module)
+        _IMPORTED_AT[module.__name__] = mtime
+    return module
 
 
 def describe(function: Callable[..., Any]) -> str:

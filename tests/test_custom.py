@@ -256,3 +256,12 @@ def test_metric_the_model_cannot_report_is_one_line(tmp_path: Path, metric: str)
         check_study_runs(load_spec(path), "study.toml")
     text = str(info.value)
     assert "\n" not in text and text.startswith("study.toml: `objective.metric`"), text
+
+
+def test_an_edited_builder_module_is_imported_again(tmp_path: Path) -> None:
+    module = tmp_path / "b_edited.py"
+    module.write_text("def build(hp, input_shape, num_classes):\n    return 1\n")
+    assert import_function("b_edited:build", [str(tmp_path)])({}, (1,), 2) == 1
+    module.write_text("def build(hp, input_shape, num_classes):\n    return 2\n")
+    os.utime(module, (1e9, 1e9))  # a different mtime, even within the same second
+    assert import_function("b_edited:build", [str(tmp_path)])({}, (1,), 2) == 2
