@@ -1,7 +1,8 @@
 """hpsearch: automated hyperparameter search for Keras CNNs on Slurm GPU clusters.
 
-The public API is small; the CLI (``hpsearch --help``) is the main entry point. Keras is imported
-only when a model is built, so importing hpsearch is fast.
+The public API is small: :func:`launch`, :func:`run_workers`, :func:`leaderboard` and
+:func:`export_best` (see :mod:`hpsearch.api`), and the CLI (``hpsearch --help``). Keras is
+imported only when a model is built, so importing hpsearch is fast.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from hpsearch.errors import (  # noqa: E402
     SubmissionError,
 )
 
+_API = ("export_best", "launch", "leaderboard", "leaderboard_rows", "run_workers")
+
 __all__ = [
     "DataError",
     "HpsearchError",
@@ -23,4 +26,14 @@ __all__ = [
     "StorageError",
     "SubmissionError",
     "__version__",
+    *_API,
 ]
+
+
+def __getattr__(name: str) -> object:
+    """The API functions of :mod:`hpsearch.api`, imported on first use (Keras never here)."""
+    if name in _API:
+        from hpsearch import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'hpsearch' has no attribute {name!r}")

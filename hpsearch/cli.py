@@ -116,17 +116,25 @@ def validate(spec_file: SpecArg) -> None:
     """Check a study file and print the resolved search space. Touches no database."""
     from hpsearch.space import describe
     from hpsearch.spec import load_spec
+    from hpsearch.usercode import check_study_runs
 
     spec = load_spec(spec_file)
+    shape, num_classes = check_study_runs(spec, str(spec_file))
     table = Table(title=f"{spec.name}: search space", title_justify="left")
     for column in ("parameter", "kind", "values"):
         table.add_column(column)
-    for row in describe(spec.search):
+    for row in describe(spec.search, spec.model.builder):
         table.add_row(*(escape(cell) for cell in row))
     out.print(table)
     b, d = spec.budget, spec.data
+    o = spec.objective
     out.print(
-        f"dataset {d.dataset} (val {d.val_fraction:.0%} seed {d.split_seed}"
+        f"model {spec.model.builder} · input {shape} · {num_classes} classes · "
+        f"{o.direction} {o.metric}",
+        markup=False,
+    )
+    out.print(
+        f"dataset {d.label} (val {d.val_fraction:.0%} seed {d.split_seed}"
         f"{f', train subset {d.train_subset}' if d.train_subset else ''}) · "
         f"{b.n_trials} trials × ≤{b.max_epochs} epochs · sampler {spec.sampler.kind} · "
         f"pruner {spec.pruner.kind} · {len(spec.warm_start)} warm-start config(s)"
@@ -146,12 +154,12 @@ def launch(spec_file: SpecArg, storage: StorageOpt = None) -> None:
 
 
 def _launch(spec_file: Path, storage: str | None) -> Any:
-    from hpsearch.spec import load_spec
+    from hpsearch.api import launch_study_from
     from hpsearch.storage import mask_url
-    from hpsearch.study import budget_state, launch_study
+    from hpsearch.study import budget_state
 
-    spec = load_spec(spec_file)
-    launched = launch_study(spec, spec_file.read_text(encoding="utf-8"), storage)
+    launched = launch_study_from(spec_file, storage)
+    spec = launched.spec
     b = budget_state(launched.study, spec)
     verb = "created" if launched.created else "continuing"
     err.print(
@@ -234,10 +242,10 @@ def status(
     if as_json:
         from hpsearch.baselines import load_baselines
         from hpsearch.report import study_summary
-        from hpsearch.study import load_study
+        from hpsearch.study import dataset_key, load_study
 
         study, spec = load_study(name, storage, heartbeat=False, read_only=True)
-        summary = study_summary(study, load_baselines(baselines), spec.data.dataset)
+        summary = study_summary(study, load_baselines(baselines), dataset_key(spec))
         if _went_through_slurm(study):
             summary.update(_slurm_status(name))
         out.print_json(json.dumps(summary, default=str))
@@ -265,25 +273,33 @@ def _slurm_status(name: str) -> dict[str, Any]:
 def _print_status(name: str, storage: str | None, top: int, baselines_file: Path | None) -> None:
     from hpsearch.baselines import load_baselines
     from hpsearch.report import study_summary
-    from hpsearch.study import load_study
+    from hpsearch.study import dataset_key, load_study
 
     study, spec = load_study(name, storage, heartbeat=False, read_only=True)
-    summary = study_summary(study, load_baselines(baselines_file), spec.data.dataset)
+    summary = study_summary(study, load_baselines(baselines_file), dataset_key(spec))
     counts = summary["counts"]
     causes = ", ".join(f"{k} {v}" for k, v in summary["failed_by_cause"].items())
     out.print(
-        f"[bold]{name}[/] ({spec.data.dataset}): {summary['n_trials']} trials · "
+        f"[bold]{name}[/] ({escape(spec.data.label)}): {summary['n_trials']} trials · "
         f"complete {counts['complete']} · pruned {counts['pruned']} · "
         f"failed {counts['fail']}{f' ({causes})' if causes else ''} · "
         f"running {counts['running']} · queued {counts['waiting']}"
         + (f" · {summary['resumed']} interrupted attempt(s) resumed" if summary["resumed"] else "")
     )
+    metric = spec.objective.metric
+    ranked_by = "validation accuracy" if metric == "val_accuracy" else f"{metric} ({o_dir(spec)})"
     table = Table(
-        title="Leaderboard: ranked by validation accuracy; test accuracy reported, never used "
-        "to select. beats = baselines beaten, each on its own metric (test or val)",
+        title=f"Leaderboard: ranked by {ranked_by}; test accuracy reported, never used "
+        "to select. beats = baselines beaten, each on its own metric (test or val)"
+        + (
+            ""
+            if any(r["kind"] == "baseline" for r in summary["leaderboard"])
+            else f"; no literature baselines for {dataset_key(spec)}"
+        ),
         title_justify="left",
     )
-    for column in ("rank", "trial", "val acc", "test acc", "beats", "epochs", "min", "params"):
+    value_column = "val acc" if metric == "val_accuracy" else metric.replace("_", " ")
+    for column in ("rank", "trial", value_column, "test acc", "beats", "epochs", "min", "params"):
         table.add_column(column, justify="right")
     table.add_column("config")
     shown = 0
@@ -347,6 +363,11 @@ def _print_unranked(rows: list[dict[str, Any]], top: int) -> None:
     )
 
 
+def o_dir(spec: Any) -> str:
+    """``lower is better`` / ``higher is better`` for the objective."""
+    return "lower is better" if spec.objective.direction == "minimize" else "higher is better"
+
+
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
@@ -365,7 +386,7 @@ def best(
     record = export_best(study, spec, export)
     m = record["metrics"]
     out.print(
-        f"trial {record['trial']}: search val acc {m['search_val_accuracy']:.4f}, "
+        f"trial {record['trial']}: search {spec.objective.metric} {m['search_val_accuracy']:.4f}, "
         f"re-trained test acc {m['retrained_test_accuracy']:.4f} → {export}/model.keras"
     )
 

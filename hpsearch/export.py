@@ -18,7 +18,7 @@ import optuna
 
 from hpsearch.data import load_splits
 from hpsearch.errors import StorageError
-from hpsearch.model import build_model, compile_model
+from hpsearch.model import compile_model, make_model
 from hpsearch.space import config_from_params
 from hpsearch.spec import StudySpec
 from hpsearch.study import ATTR_SPEC_TOML, stored_attr
@@ -60,15 +60,19 @@ def export_best(
     config = config_from_params(spec, best.params)
     epochs = int(best.user_attrs.get("hpsearch:epochs") or spec.budget.max_epochs)
     seed = int(best.user_attrs.get("hpsearch:seed", spec.sampler.seed or 0))
-    splits = load_splits(spec.data)
+    splits = load_splits(spec.data, tuple(spec.python_path))
     x = np.concatenate([splits.x_train, splits.x_val])
     y = np.concatenate([splits.y_train, splits.y_val])
     keras.utils.set_random_seed(seed)
-    model = build_model(config.model, splits.input_shape, splits.n_classes, seed)
-    compile_model(model, config.train)
+    built = make_model(config, splits.input_shape, splits.n_classes, spec.python_path, seed)
+    model = built.model
+    compile_model(model, config.train, spec.objective.metric, built.from_logits)
     _logger.info("re-training trial %d (%s) for %d epochs", best.number, config.summary(), epochs)
     history = model.fit(x, y, batch_size=config.train.batch_size, epochs=epochs, verbose=verbose)
-    _, test_acc = model.evaluate(splits.x_test, splits.y_test, batch_size=512, verbose=0)
+    test = model.evaluate(
+        splits.x_test, splits.y_test, batch_size=512, verbose=0, return_dict=True
+    )
+    test_acc = test["accuracy"]
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / "model.keras")
     record = {

@@ -113,7 +113,9 @@ def run_local(
         try:
             while any(p.poll() is None for p in procs):
                 raise_if_stop_requested()
-                line = _update(progress, task, study, budget_state(study, spec), procs)
+                line = _update(
+                    progress, task, study, budget_state(study, spec), procs, spec.objective.metric
+                )
                 if not console.is_terminal and line != last_line:
                     console.print(f"{study_name}: {line}")  # logs and CI get a line per change
                     last_line = line
@@ -124,7 +126,7 @@ def run_local(
                 "[yellow]interrupted: stopping workers (trials in flight are re-queued)"
             )
             _stop(procs)
-        _update(progress, task, study, budget_state(study, spec), procs)
+        _update(progress, task, study, budget_state(study, spec), procs, spec.objective.metric)
     return RunResult([p.wait() for p in procs], interrupted, log_dir)
 
 
@@ -134,14 +136,17 @@ def _update(
     study: optuna.Study,
     budget: BudgetState,
     procs: list[subprocess.Popen[bytes]],
+    metric: str = "val_accuracy",
 ) -> str:
     trials = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    best = max((t.value for t in trials if t.value is not None), default=None)
+    values = [t.value for t in trials if t.value is not None]
+    minimize = study.direction == optuna.study.StudyDirection.MINIMIZE
+    best = (min if minimize else max)(values, default=None)
     pruned = budget.finished - len(trials)
     alive = sum(p.poll() is None for p in procs)
     detail = (
         f"complete {len(trials)} · pruned {pruned} · failed {budget.failed} · "
-        f"running {budget.running} · best val_acc "
+        f"running {budget.running} · best {metric.replace('val_accuracy', 'val_acc')} "
         f"{'-' if best is None else f'{best:.4f}'} · workers {alive}"
     )
     progress.update(task, completed=budget.finished, detail=detail)  # type: ignore[arg-type]

@@ -31,7 +31,7 @@ import optuna
 from hpsearch.data import Splits, load_splits
 from hpsearch.env import checkpoint_dir, log_prefix, where_am_i
 from hpsearch.errors import BudgetReachedError, NanLossError, TrialTimeoutError
-from hpsearch.model import build_model, compile_model
+from hpsearch.model import compile_model, make_model
 from hpsearch.preemption import raise_if_stop_requested
 from hpsearch.space import sample_config
 from hpsearch.spec import StudySpec
@@ -184,7 +184,11 @@ def _out_of_memory_error() -> Exception:
 
 
 def _epoch_callbacks(
-    trial: optuna.Trial, checkpoint: Checkpoint, progress: _Progress, timeout_s: float | None
+    trial: optuna.Trial,
+    checkpoint: Checkpoint,
+    progress: _Progress,
+    timeout_s: float | None,
+    monitor: str = MONITOR,
 ) -> tuple[Any, Any]:
     import keras
 
@@ -202,13 +206,14 @@ def _epoch_callbacks(
             if not math.isfinite(loss):
                 raise NanLossError(f"loss became {loss} in epoch {epoch + 1}")
             progress.epochs = epoch + 1
-            progress.val_accuracy = float(logs.get(MONITOR, math.nan))
+            progress.val_accuracy = float(logs.get(monitor, math.nan))
             _logger.info(
-                "%s epoch %d val_acc=%.4f loss=%.4f",
+                "%s epoch %d val_acc=%.4f loss=%.4f%s",
                 prefix,
                 epoch + 1,
                 float(logs.get(MONITOR, math.nan)),
                 loss,
+                "" if monitor == MONITOR else f" {monitor}={progress.val_accuracy:.4f}",
             )
 
     class Checkpointer(keras.callbacks.Callback):  # type: ignore[misc]
@@ -252,7 +257,10 @@ def classify_failure(error: BaseException) -> str:
 
 
 class Objective:
-    """The Optuna objective for one study: returns the last epoch's validation accuracy.
+    """The Optuna objective for one study: returns the last epoch's objective metric.
+
+    The metric is ``objective.metric`` of the spec (validation accuracy by default); the model
+    comes from the spec's builder (:func:`hpsearch.model.make_model`).
 
     Args:
         spec: The study spec (data, budget and search space).
@@ -267,12 +275,13 @@ class Objective:
         self._splits = splits
         self.folder = folder or checkpoint_dir(spec.name)
         self.current_trial_id: int | None = None
+        self.metric = spec.objective.metric
 
     @property
     def splits(self) -> Splits:
         """The data, loaded on first use (once per process)."""
         if self._splits is None:
-            self._splits = load_splits(self.spec.data)
+            self._splits = load_splits(self.spec.data, tuple(self.spec.python_path))
         return self._splits
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -291,7 +300,7 @@ class Objective:
         checkpoint = Checkpoint(self.folder / f"trial_{root}")
         seed = (self.spec.sampler.seed or 0) + root
         with trial_writes(trial):  # one transaction: other workers read them with the trial
-            config = sample_config(trial, self.spec.search)
+            config = sample_config(trial, self.spec.search, self.spec.model.builder)
             trial.set_user_attr("hpsearch:config", config.summary())
             trial.set_user_attr("hpsearch:seed", seed)
             for key, value in where_am_i().items():
@@ -303,8 +312,11 @@ class Objective:
             splits = self.splits
             trial.set_user_attr("hpsearch:keras_backend", keras.backend.backend())
             keras.utils.set_random_seed(seed)
-            model = build_model(config.model, splits.input_shape, splits.n_classes, seed)
-            compile_model(model, config.train)
+            built = make_model(
+                config, splits.input_shape, splits.n_classes, self.spec.python_path, seed
+            )
+            model = built.model
+            compile_model(model, config.train, self.metric, built.from_logits)
             state = checkpoint.restore(model)
             if state is not None:
                 progress.epochs, progress.val_accuracy = state.epochs_done, state.val_accuracy
@@ -318,7 +330,7 @@ class Objective:
                 )
             trial.set_user_attr("hpsearch:n_params", int(model.count_params()))
             guard, checkpointer = _epoch_callbacks(
-                trial, checkpoint, progress, self.spec.budget.trial_timeout_s
+                trial, checkpoint, progress, self.spec.budget.trial_timeout_s, self.metric
             )
             model.fit(
                 splits.x_train,
@@ -330,13 +342,20 @@ class Objective:
                 callbacks=[
                     keras.callbacks.TerminateOnNaN(),
                     guard,
-                    pruning_callback(trial),
+                    pruning_callback(trial, self.metric),
                     checkpointer,
                 ],
                 verbose=0,
             )
-            _, test_acc = model.evaluate(splits.x_test, splits.y_test, batch_size=512, verbose=0)
-            self._finish(trial, checkpoint, progress, test_accuracy=float(test_acc))
+            test = model.evaluate(
+                splits.x_test, splits.y_test, batch_size=512, verbose=0, return_dict=True
+            )
+            results = {"hpsearch:test_accuracy": float(test["accuracy"])}
+            if self.metric != MONITOR:
+                name = self.metric.removeprefix("val_")
+                if name in test:
+                    results[f"hpsearch:test_{name}"] = float(test[name])
+            self._finish(trial, checkpoint, progress, results)
             return progress.val_accuracy
         except optuna.TrialPruned:
             self._finish(trial, checkpoint, progress)
@@ -379,10 +398,10 @@ class Objective:
         trial: optuna.Trial,
         checkpoint: Checkpoint,
         progress: _Progress,
-        test_accuracy: float | None = None,
+        results: dict[str, float] | None = None,
     ) -> None:
         with trial_writes(trial):
-            if test_accuracy is not None:
-                trial.set_user_attr("hpsearch:test_accuracy", test_accuracy)
+            for key, value in (results or {}).items():
+                trial.set_user_attr(key, value)
             self._record_progress(trial, progress)
         checkpoint.remove()

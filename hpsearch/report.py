@@ -85,7 +85,12 @@ def trial_row(study_name: str, trial: FrozenTrial) -> Row:
     return row
 
 
-def rank(trials: list[Row], baselines: list[Baseline], dataset: str | None = None) -> list[Row]:
+def rank(
+    trials: list[Row],
+    baselines: list[Baseline],
+    dataset: str | None = None,
+    direction: str = "maximize",
+) -> list[Row]:
     """Rank finished trials by validation accuracy and interleave baselines; list the rest after.
 
     Retries are folded first (:func:`fold_retries`). Complete and pruned trials with a finite
@@ -96,9 +101,10 @@ def rank(trials: list[Row], baselines: list[Baseline], dataset: str | None = Non
     trial exceeds.
     """
     trials = fold_retries(trials)
+    sign = 1.0 if direction == "minimize" else -1.0
     ranked = sorted(
         (t for t in trials if _rankable(t)),
-        key=lambda t: (-(t.val_accuracy or 0.0), t.study or "", t.trial or 0),
+        key=lambda t: (sign * (t.val_accuracy or 0.0), t.study or "", t.trial or 0),
     )
     unranked = sorted(
         (t for t in trials if not _rankable(t)),
@@ -194,13 +200,15 @@ def study_summary(study: optuna.Study, baselines: list[Baseline], dataset: str) 
     once (``resumed`` says how many earlier attempts were folded into their retries).
     """
     frozen = study.get_trials(deepcopy=False)
-    rows = rank([trial_row(study.study_name, t) for t in frozen], baselines, dataset)
+    direction = _direction(study.direction)
+    rows = rank([trial_row(study.study_name, t) for t in frozen], baselines, dataset, direction)
     trials = [r for r in rows if r.kind == "trial"]
     counts = Counter(r.state for r in trials)
     best = next((r for r in trials if r.rank is not None and r.state == "complete"), None)
     return {
         "study": study.study_name,
         "dataset": dataset,
+        "direction": direction,
         "counts": {s.name.lower(): counts.get(s.name.lower(), 0) for s in TrialState},
         "n_trials": len(trials),
         "resumed": sum(len(r.attempts) for r in trials),
@@ -364,7 +372,10 @@ def _leaderboard(
         if not include_params:
             for t in trials:
                 t.row.params = {}
-    ranked = rank([t.row for t in trials], baselines, dataset)
+    direction = (
+        _direction(storage.get_study_directions(chosen[0].study_id)[0]) if chosen else "maximize"
+    )
+    ranked = rank([t.row for t in trials], baselines, dataset, direction)
     listed = [r for r in ranked if r.kind == "trial"]
     extra = {(t.row.study, t.row.trial): t for t in trials}
     wanted = None if states is None else {s.lower() for s in states}
@@ -399,7 +410,8 @@ def _leaderboard(
         "resumed": sum(len(r.attempts) for r in listed),
         "failed_by_cause": _failed_by_cause(listed),
         "slurm_jobs": _slurm_jobs(trials),
-        "history": best_so_far(trials),
+        "direction": direction,
+        "history": best_so_far(trials, direction=direction),
         "baselines": [
             asdict(b)
             for b in (for_dataset(baselines, dataset) if dataset else [])
@@ -414,7 +426,9 @@ def trial_url(study_id: int, number: int) -> str:
     return f"/dashboard/studies/{study_id}/trials?numbers={number}"
 
 
-def best_so_far(trials: list[_Trial], max_points: int = 2000) -> list[dict[str, Any]]:
+def best_so_far(
+    trials: list[_Trial], max_points: int = 2000, direction: str = "maximize"
+) -> list[dict[str, Any]]:
     """Complete trials in order of completion, each with the best validation accuracy so far.
 
     ``best_test_accuracy`` is the test accuracy of the trial that is best on validation at that
@@ -431,7 +445,10 @@ def best_so_far(trials: list[_Trial], max_points: int = 2000) -> list[dict[str, 
     best: _Trial | None = None
     stride = max(1, math.ceil(len(done) / max_points))
     for i, t in enumerate(done, start=1):
-        improved = best is None or (t.row.val_accuracy or 0.0) > (best.row.val_accuracy or 0.0)
+        sign = -1.0 if direction == "minimize" else 1.0
+        improved = best is None or sign * (t.row.val_accuracy or 0.0) > sign * (
+            best.row.val_accuracy or 0.0
+        )
         if improved:
             best = t
         if not improved and i % stride and i != len(done):
@@ -726,3 +743,8 @@ def _row_dict(row: Row) -> dict[str, Any]:
         if isinstance(v, float) and math.isnan(v):
             d[k] = None
     return d
+
+
+def _direction(direction: optuna.study.StudyDirection) -> str:
+    """``maximize`` or ``minimize`` (hpsearch studies minimize when their metric is a loss)."""
+    return "minimize" if direction == optuna.study.StudyDirection.MINIMIZE else "maximize"

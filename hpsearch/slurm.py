@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from hpsearch.env import runs_dir
 from hpsearch.errors import SubmissionError
+from hpsearch.spec import BUILTIN_BUILDER
 
 _logger = logging.getLogger(__name__)
 
@@ -433,6 +434,11 @@ def render_script(
                 f"{len(array.indices)} tasks for a budget of {spec.budget.n_trials} trials: "
                 "surplus tasks exit within seconds"
             )
+    workdir = (workdir or Path.cwd()).resolve()
+    env = dict(settings.env)
+    if check_study and spec.uses_custom_code:
+        env.setdefault("PYTHONPATH", job_python_path(spec.python_path))
+        notes += check_importable(spec, workdir, env["PYTHONPATH"], settings)
     template_path = Path(settings.template)
     if not template_path.is_absolute():
         template_path = templates_dir() / template_path
@@ -441,7 +447,6 @@ def render_script(
             f"profile {profile_name!r}: template not found. Received: template = "
             f'{settings.template!r}. Example: template = "array.sbatch" (in {templates_dir()})'
         )
-    workdir = (workdir or Path.cwd()).resolve()
     runs = runs_dir()
     runs = runs if runs.is_absolute() else workdir / runs
     timestamp = timestamp or datetime.now().astimezone().isoformat(timespec="seconds")
@@ -468,7 +473,7 @@ def render_script(
         "runs_dir": shlex.quote(str(runs)),
         "mem_fraction": f"{0.9 / k:.3g}",
         "thread_env": _exports(thread_env(max(1, settings.cpus_per_task // k))),
-        "env": _exports(settings.env),
+        "env": _exports(env),
         "workers_per_gpu": str(k),
         "launcher": launcher,
         "hpsearch_cmd": _hpsearch_cmd(settings),
@@ -477,6 +482,49 @@ def render_script(
     return RenderedJob(
         study, script, profile_name, settings, array, url, workdir, runs, timestamp, notes
     )
+
+
+def job_python_path(study_path: Sequence[str]) -> str:
+    """``PYTHONPATH`` for the job: the study's ``python_path``, then this shell's PYTHONPATH."""
+    parts = [*study_path, *os.environ.get("PYTHONPATH", "").split(os.pathsep)]
+    return os.pathsep.join(dict.fromkeys(str(Path(p).resolve()) for p in parts if p))
+
+
+def check_importable(spec: Any, workdir: Path, python_path: str, settings: Profile) -> list[str]:
+    """Import the study's builder/loader as a task will: same directory, same PYTHONPATH.
+
+    Returns notes (a container's Python cannot be checked from here).
+
+    Raises:
+        SubmissionError: One line with the import error.
+    """
+    if settings.container or settings.hpsearch_cmd:
+        return [
+            "the custom builder/loader was not import-checked (the job runs another Python); "
+            f"the job sets PYTHONPATH={python_path}"
+        ]
+    refs = [(r, f) for r, f in ((spec.model.builder, "model.builder"), (spec.data.loader,
+            "data.loader")) if r and r != BUILTIN_BUILDER]  # fmt: skip
+    code = (
+        "import sys\nfrom hpsearch.usercode import import_function\n"
+        "for ref, field in " + repr(refs) + ":\n    import_function(ref, [], field)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": python_path, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+        raise SubmissionError(
+            f"the job could not import {' and '.join(r for r, _ in refs)} (working directory "
+            f"{workdir}, PYTHONPATH={python_path}): {_one_line(lines[-1] if lines else '')}"
+        )
+    return []
 
 
 def submit_script(job: RenderedJob, *, sbatch: str = "sbatch") -> Submitted:

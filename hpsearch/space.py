@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 
 from hpsearch.model import ModelConfig, TrainConfig, TrialConfig
-from hpsearch.spec import CatDim, FloatDim, IntDim, SearchSpace, StudySpec, _Dim
+from hpsearch.spec import BUILTIN_BUILDER, CatDim, FloatDim, IntDim, SearchSpace, StudySpec, _Dim
 
 _Suggestable = optuna.trial.BaseTrial
 
@@ -39,9 +39,19 @@ def suggest(trial: _Suggestable, name: str, dim: _Dim) -> Any:
     raise TypeError(f"cannot sample {type(dim).__name__} {name}")
 
 
-def sample_config(trial: _Suggestable, space: SearchSpace) -> TrialConfig:
-    """Sample a full model + training configuration for ``trial`` from ``space``."""
-    conv, dense, opt = space.conv, space.dense, space.optimizer
+def sample_config(
+    trial: _Suggestable, space: SearchSpace, builder: str = BUILTIN_BUILDER
+) -> TrialConfig:
+    """Sample a full model + training configuration for ``trial`` from ``space``.
+
+    With a custom ``builder``, the architecture is its ``[search.model]`` parameters (Optuna
+    names ``model.<name>``) instead of the built-in CNN's conv/dense/activation.
+    """
+    if builder != BUILTIN_BUILDER:
+        params = {key: suggest(trial, f"model.{key}", dim) for key, dim in space.model.items()}
+        flip, translate = _sample_augment(trial, space)
+        return TrialConfig(None, _sample_train(trial, space), builder, params, flip, translate)
+    conv, dense = space.conv, space.dense
     n_blocks = suggest(trial, "conv.n_blocks", conv.n_blocks)
     layers = suggest(trial, "conv.layers_per_block", conv.layers_per_block)
     if conv.filters is not None:
@@ -76,9 +86,21 @@ def sample_config(trial: _Suggestable, space: SearchSpace) -> TrialConfig:
         ),
         dense_dropout=suggest(trial, "dense.dropout", dense.dropout),
         activation=suggest(trial, "activation", space.activation),
-        flip=suggest(trial, "augment.flip", space.augment.flip),
-        translate=suggest(trial, "augment.translate", space.augment.translate),
     )
+    flip, translate = _sample_augment(trial, space)
+    model = ModelConfig(**{**model.__dict__, "flip": flip, "translate": translate})
+    return TrialConfig(model=model, train=_sample_train(trial, space))
+
+
+def _sample_augment(trial: _Suggestable, space: SearchSpace) -> tuple[bool, float]:
+    return (
+        suggest(trial, "augment.flip", space.augment.flip),
+        suggest(trial, "augment.translate", space.augment.translate),
+    )
+
+
+def _sample_train(trial: _Suggestable, space: SearchSpace) -> TrainConfig:
+    opt = space.optimizer
     name = suggest(trial, "optimizer.name", opt.name)
     sub = getattr(opt, name)
     lr = (
@@ -91,24 +113,53 @@ def sample_config(trial: _Suggestable, space: SearchSpace) -> TrialConfig:
         for key in ("momentum", "nesterov", "rho", "beta_1")
         if key in type(sub).model_fields
     }
-    train = TrainConfig(
+    return TrainConfig(
         optimizer=name,
         lr=lr,
         weight_decay=suggest(trial, "optimizer.weight_decay", opt.weight_decay),
         batch_size=suggest(trial, "training.batch_size", space.training.batch_size),
         **extra,
     )
-    return TrialConfig(model=model, train=train)
 
 
 def config_from_params(spec: StudySpec, params: Mapping[str, Any]) -> TrialConfig:
     """Rebuild the configuration of a finished trial from its Optuna parameters."""
-    return sample_config(optuna.trial.FixedTrial(dict(params)), spec.search)
+    return sample_config(optuna.trial.FixedTrial(dict(params)), spec.search, spec.model.builder)
 
 
-def param_dimensions(space: SearchSpace) -> dict[str, _Dim]:
+def first_values(spec: StudySpec) -> dict[str, Any]:
+    """Every parameter at its first value: the fixed value, the first choice or the low end."""
+    values: dict[str, Any] = {}
+    for name, dim in param_dimensions(spec.search, spec.model.builder).items():
+        value = getattr(dim, "value", None)
+        choices = getattr(dim, "choices", None)
+        values[name] = value if value is not None else (choices or [getattr(dim, "low")])[0]
+    return values
+
+
+def first_point(spec: StudySpec) -> TrialConfig:
+    """The configuration at the space's first point (see :func:`first_values`)."""
+    return config_from_params(spec, first_values(spec))
+
+
+def param_dimensions(space: SearchSpace, builder: str = BUILTIN_BUILDER) -> dict[str, _Dim]:
     """Every parameter name the space can produce (including conditional ones) → its dimension."""
     conv, opt = space.conv, space.optimizer
+    shared: dict[str, _Dim] = {
+        "augment.flip": space.augment.flip,
+        "augment.translate": space.augment.translate,
+        "optimizer.name": opt.name,
+        "optimizer.lr": opt.lr,
+        "optimizer.weight_decay": opt.weight_decay,
+        "training.batch_size": space.training.batch_size,
+    }
+    for name in ("sgd", "adam", "adamw", "rmsprop", "adadelta"):
+        sub = getattr(opt, name)
+        for key in type(sub).model_fields:
+            if getattr(sub, key) is not None:
+                shared[f"optimizer.{name}.{key}"] = getattr(sub, key)
+    if builder != BUILTIN_BUILDER:
+        return {**{f"model.{k}": d for k, d in space.model.items()}, **shared}
     dims: dict[str, _Dim] = {
         "activation": space.activation,
         "conv.n_blocks": conv.n_blocks,
@@ -121,12 +172,6 @@ def param_dimensions(space: SearchSpace) -> dict[str, _Dim]:
         "dense.n_layers": space.dense.n_layers,
         "dense.units": space.dense.units,
         "dense.dropout": space.dense.dropout,
-        "augment.flip": space.augment.flip,
-        "augment.translate": space.augment.translate,
-        "optimizer.name": opt.name,
-        "optimizer.lr": opt.lr,
-        "optimizer.weight_decay": opt.weight_decay,
-        "training.batch_size": space.training.batch_size,
     }
     if conv.filters is not None:
         for b in range(_max_of(conv.n_blocks)):
@@ -135,26 +180,23 @@ def param_dimensions(space: SearchSpace) -> dict[str, _Dim]:
         assert conv.filters_base is not None
         dims["conv.filters_base"] = conv.filters_base
         dims["conv.filters_growth"] = conv.filters_growth
-    for name in ("sgd", "adam", "adamw", "rmsprop", "adadelta"):
-        sub = getattr(opt, name)
-        for key in type(sub).model_fields:
-            if getattr(sub, key) is not None:
-                dims[f"optimizer.{name}.{key}"] = getattr(sub, key)
-    return dims
+    return {**dims, **shared}
 
 
-def searched_params(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any]:
+def searched_params(
+    space: SearchSpace, params: Mapping[str, Any], builder: str = BUILTIN_BUILDER
+) -> dict[str, Any]:
     """Drop the keys of fixed dimensions (they are not Optuna parameters) from ``params``."""
-    dims = param_dimensions(space)
+    dims = param_dimensions(space, builder)
     return {k: v for k, v in params.items() if k in dims and not dims[k].is_fixed}
 
 
-def describe(space: SearchSpace) -> list[tuple[str, str, str]]:
+def describe(space: SearchSpace, builder: str = BUILTIN_BUILDER) -> list[tuple[str, str, str]]:
     """Rows ``(parameter, kind, values)`` describing the resolved space, for ``validate``."""
     names = space.optimizer.name
     used = set(names.choices or ([names.value] if names.value else []))
     rows = []
-    for name, dim in param_dimensions(space).items():
+    for name, dim in param_dimensions(space, builder).items():
         if (
             name.count(".") == 2
             and name.startswith("optimizer.")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Generic, Literal, TypeVar
@@ -166,22 +167,104 @@ BoolDim = CatDim[bool]
 
 
 class DataSpec(_Strict):
-    """Which data to train on and how the validation set is held out of the training set."""
+    """Which data to train on and how the validation set is held out of the training set.
 
-    dataset: str = Field(examples=["fashion_mnist"])
+    ``dataset`` is a built-in name, a ``.npz`` file or a folder of images in class subfolders
+    (``keras.utils.image_dataset_from_directory`` conventions; with ``train/`` and ``test/``
+    subfolders, or else ``test_fraction`` of the images held out for test). ``loader`` names a
+    function ``module:function`` returning ``(x_train, y_train), (x_test, y_test)`` instead.
+    Relative paths are relative to the study file's folder.
+    """
+
+    dataset: str | None = Field(None, examples=["fashion_mnist"])
+    loader: str | None = Field(None, examples=["mydata:load"])
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
     split_seed: int = 0
     train_subset: int | None = Field(None, gt=0, examples=[12000])
+    image_size: tuple[int, int] | None = Field(None, examples=[[64, 64]])
+    color_mode: Literal["rgb", "grayscale", "rgba"] = "rgb"
+    test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
 
     @field_validator("dataset")
     @classmethod
-    def _known_dataset(cls, value: str) -> str:
-        if value in BUILTIN_DATASETS or value.endswith(".npz"):
-            return value
+    def _known_dataset(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError(
+                f"give one of {', '.join(BUILTIN_DATASETS)}, a .npz file or a folder of images"
+            )
+        return value
+
+    @field_validator("loader")
+    @classmethod
+    def _loader_reference(cls, value: str | None) -> str | None:
+        return None if value is None else check_reference(value)
+
+    @field_validator("image_size")
+    @classmethod
+    def _positive_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError("image_size needs two positive numbers [height, width]")
+        return value
+
+    @model_validator(mode="after")
+    def _dataset_or_loader(self) -> DataSpec:
+        if (self.dataset is None) == (self.loader is None):
+            raise ValueError(
+                "give exactly one of dataset (a name, .npz file or image folder) or loader"
+            )
+        return self
+
+    @property
+    def kind(self) -> Literal["builtin", "npz", "folder", "loader"]:
+        """Where the data comes from."""
+        if self.loader is not None:
+            return "loader"
+        assert self.dataset is not None
+        if self.dataset in BUILTIN_DATASETS:
+            return "builtin"
+        return "npz" if self.dataset.endswith(".npz") else "folder"
+
+    @property
+    def label(self) -> str:
+        """A short name for the data: the dataset, or ``loader mydata:load``."""
+        return self.dataset if self.dataset is not None else f"loader {self.loader}"
+
+
+_REFERENCE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$"
+
+
+def check_reference(value: str) -> str:
+    """Check a ``module:function`` reference such as ``mymodels:build_resnet``."""
+    if not re.match(_REFERENCE, value):
         raise ValueError(
-            f"unknown dataset; use one of {', '.join(BUILTIN_DATASETS)} "
-            "or a path to a .npz file with x_train, y_train, x_test, y_test"
+            "write module:function, e.g. mymodels:build_resnet (the module is a .py file next "
+            "to the study file, on PYTHONPATH or in an installed package)"
         )
+    return value
+
+
+BUILTIN_BUILDER = "hpsearch.model:build_cnn"
+
+
+class ModelSpec(_Strict):
+    """Which function builds the model: ``module:function``; defaults to the built-in CNN.
+
+    The function is called as ``build(hp, input_shape, num_classes)`` and returns a Keras model
+    (see :func:`hpsearch.model.build_cnn`). Its own parameters are searched from
+    ``[search.model]``.
+    """
+
+    builder: str = Field(BUILTIN_BUILDER, examples=["mymodels:build_resnet"])
+
+    @field_validator("builder")
+    @classmethod
+    def _builder_reference(cls, value: str) -> str:
+        return check_reference(value)
+
+    @property
+    def is_builtin(self) -> bool:
+        """True for hpsearch's own CNN family."""
+        return self.builder == BUILTIN_BUILDER
 
 
 class BudgetSpec(_Strict):
@@ -198,11 +281,29 @@ class BudgetSpec(_Strict):
     max_consecutive_failures: int = Field(5, gt=0)
 
 
-class ObjectiveSpec(_Strict):
-    """What is optimized. Test accuracy is recorded but never used for selection."""
+_MINIMIZED = ("loss", "error", "crossentropy", "hinge", "divergence")
 
-    metric: Literal["val_accuracy"] = "val_accuracy"
-    direction: Literal["maximize"] = "maximize"
+
+class ObjectiveSpec(_Strict):
+    """What is optimized: a metric the model reports each epoch, and its direction.
+
+    ``metric`` is ``val_accuracy`` (default), ``val_loss``, or ``val_<name>`` of a Keras
+    metric (``val_auc``, ``val_top5_accuracy``, ...). ``direction`` defaults to ``minimize``
+    for losses and errors and to ``maximize`` otherwise. Test accuracy is recorded but never
+    used for selection.
+    """
+
+    metric: str = Field("val_accuracy", pattern=r"^[A-Za-z0-9_]+$", examples=["val_loss"])
+    direction: Literal["maximize", "minimize"] = "maximize"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_direction(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "direction" not in data:
+            metric = str(data.get("metric", "val_accuracy"))
+            minimize = any(word in metric for word in _MINIMIZED)
+            return {**data, "direction": "minimize" if minimize else "maximize"}
+        return data
 
 
 class SamplerSpec(_Strict):
@@ -323,9 +424,30 @@ class AugmentSpace(_Strict):
     translate: FloatDim = FloatDim(value=0.0)
 
 
-class SearchSpace(_Strict):
-    """The whole search space: architecture, optimizer, training and augmentation."""
+def _model_dim(value: Any) -> _Dim:
+    """A ``[search.model]`` dimension, typed by its values (ints, floats or anything else)."""
+    data = _as_dim_dict(value)
+    if isinstance(data, _Dim):
+        return data
+    data = {k: v for k, v in data.items() if v is not None}
+    values = [data[k] for k in ("value", "low", "high") if k in data]
+    values += list(data.get("choices") or [])
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    if numbers and all(isinstance(v, int) for v in values) and values:
+        return IntDim.model_validate(data)
+    if numbers and values:
+        return FloatDim.model_validate(data)
+    return CatDim[Scalar].model_validate(data)
 
+
+class SearchSpace(_Strict):
+    """The whole search space: architecture, optimizer, training and augmentation.
+
+    ``conv``, ``dense`` and ``activation`` belong to the built-in CNN; a custom builder gets the
+    parameters of ``model`` (``[search.model]``, any names, same dimension syntax) instead.
+    """
+
+    model: dict[str, Any] = Field(default_factory=dict, examples=[{"depth": {"choices": [2, 3]}}])
     activation: CatDim[Activation] = CatDim[Activation](choices=["relu", "gelu"])
     conv: ConvSpace = ConvSpace()
     dense: DenseSpace = DenseSpace()
@@ -333,27 +455,70 @@ class SearchSpace(_Strict):
     training: TrainingSpace = TrainingSpace()
     augment: AugmentSpace = AugmentSpace()
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_dims(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            raise ValueError("[search.model] is a table of parameter = dimension")
+        out = {}
+        for key, dim in value.items():
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", str(key)):
+                raise ValueError(f"parameter name {key!r} must be a Python identifier")
+            try:
+                out[str(key)] = _model_dim(dim)
+            except ValidationError as e:
+                msg = e.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ValueError(f"{key}: {msg}") from None
+        return out
+
 
 class StudySpec(_Strict):
     """A whole study file. See ``studies/fashion_mnist.toml`` for an annotated example."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", examples=["fashion_mnist_quick"])
     description: str = ""
-    data: DataSpec
+    data: DataSpec = Field(examples=[{"dataset": "fashion_mnist"}])
     budget: BudgetSpec
     objective: ObjectiveSpec = ObjectiveSpec()
     sampler: SamplerSpec = SamplerSpec()
     pruner: PrunerSpec = PrunerSpec()
+    model: ModelSpec = ModelSpec()
     search: SearchSpace = SearchSpace()
+    python_path: list[str] = Field(default_factory=list, examples=[["src"]])
     warm_start: list[dict[str, Scalar]] = Field(
         default_factory=list,
         examples=[[{"conv.n_blocks": 1, "optimizer.name": "sgd", "optimizer.lr": 0.01}]],
     )
 
+    @property
+    def uses_custom_code(self) -> bool:
+        """True when the study imports the user's own builder or loader."""
+        return not self.model.is_builtin or self.data.loader is not None
+
     def fingerprint(self) -> str:
-        """A stable hash of the validated spec; a changed spec gets a different one."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """A stable hash of the validated spec; a changed spec gets a different one.
+
+        Newer fields left at their defaults are left out, so studies launched by an earlier
+        hpsearch keep their fingerprint.
+        """
+        data = self.model_dump(mode="json")
+        for section, key, default in _NEWER_DEFAULTS:
+            table = data.get(section, {}) if section else data
+            if key in table and table[key] == default:
+                del table[key]
+        canonical = json.dumps(data, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+_NEWER_DEFAULTS: list[tuple[str, str, Any]] = [
+    ("", "model", {"builder": BUILTIN_BUILDER}),
+    ("", "python_path", []),
+    ("search", "model", {}),
+    ("data", "loader", None),
+    ("data", "image_size", None),
+    ("data", "color_mode", "rgb"),
+    ("data", "test_fraction", 0.2),
+]
 
 
 def load_spec(path: str | Path) -> StudySpec:
@@ -381,23 +546,86 @@ def load_spec(path: str | Path) -> StudySpec:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: not valid TOML: {e}. Example: n_trials = 100") from e
-    return spec_from_dict(raw, source=str(path))
+    return spec_from_dict(raw, source=str(path), base_dir=path.parent)
 
 
-def spec_from_dict(raw: Mapping[str, Any], source: str = "<spec>") -> StudySpec:
-    """Validate an already parsed study spec (for example one stored with a study)."""
+def spec_from_dict(
+    raw: Mapping[str, Any], source: str = "<spec>", base_dir: str | Path | None = None
+) -> StudySpec:
+    """Validate an already parsed study spec (for example one stored with a study).
+
+    Args:
+        raw: The parsed TOML tables.
+        source: Named in error messages (the file, or ``study NAME (stored spec)``).
+        base_dir: Resolve relative data paths and ``python_path`` against this folder and
+            check that they exist (the study file's folder). None: take the paths as stored.
+    Raises:
+        SpecError: If a field is invalid or a path does not exist.
+    """
     try:
         spec = StudySpec.model_validate(raw)
     except ValidationError as e:
         raise SpecError(_format_validation_error(source, e)) from e
+    _check_builder_space(spec, source)
     _check_warm_start(spec, source)
+    if base_dir is not None:
+        spec = _resolve_paths(spec, Path(base_dir), source)
     return spec
+
+
+def _resolve_paths(spec: StudySpec, base: Path, source: str) -> StudySpec:
+    """Make data paths and ``python_path`` absolute (so every worker reads the same files)."""
+    base = base.resolve()
+    data = spec.data
+    if data.kind in ("npz", "folder"):
+        assert data.dataset is not None
+        path = (base / Path(data.dataset).expanduser()).resolve()
+        wanted = "file" if data.kind == "npz" else "folder"
+        if not (path.is_file() if data.kind == "npz" else path.is_dir()):
+            raise SpecError(
+                f"{source}: `data.dataset` is not a built-in dataset and no such {wanted} "
+                f"exists. Received: {_toml_value(data.dataset)} (looked for {path}). Example: "
+                f'dataset = "fashion_mnist" (built-in: {", ".join(BUILTIN_DATASETS)}), '
+                'dataset = "data.npz" or dataset = "images/" (a folder of class subfolders)'
+            )
+        data = data.model_copy(update={"dataset": str(path)})
+    python_path = [str((base / Path(p).expanduser()).resolve()) for p in spec.python_path]
+    for given, resolved in zip(spec.python_path, python_path):
+        if not Path(resolved).is_dir():
+            raise SpecError(
+                f"{source}: `python_path` names a folder that does not exist. Received: "
+                f'{_toml_value(given)} (looked for {resolved}). Example: python_path = ["src"]'
+            )
+    if spec.uses_custom_code and not python_path:
+        python_path = [str(base)]  # modules next to the study file
+    return spec.model_copy(update={"data": data, "python_path": python_path})
+
+
+def _check_builder_space(spec: StudySpec, source: str) -> None:
+    """``[search.model]`` goes with a custom builder; conv/dense/activation with the built-in."""
+    search = spec.search
+    if spec.model.is_builtin and search.model:
+        first = next(iter(search.model))
+        raise SpecError(
+            f"{source}: `search.model.{first}` is a parameter of a custom builder, but "
+            f"[model] builder is not set. Received: {first} = {search.model[first].to_toml()}. "
+            'Example: [model] builder = "mymodels:build_resnet"'
+        )
+    if not spec.model.is_builtin:
+        default = SearchSpace()
+        for name in ("activation", "conv", "dense"):
+            if getattr(search, name) != getattr(default, name):
+                raise SpecError(
+                    f"{source}: `search.{name}` belongs to the built-in CNN, not to builder "
+                    f"{spec.model.builder}. Received: a [search.{name}] table. Example: "
+                    "[search.model] depth = {choices = [2, 3]} (the builder's own parameters)"
+                )
 
 
 def _check_warm_start(spec: StudySpec, source: str) -> None:
     from hpsearch.space import param_dimensions
 
-    dims = param_dimensions(spec.search)
+    dims = param_dimensions(spec.search, spec.model.builder)
     for i, config in enumerate(spec.warm_start):
         for key, value in config.items():
             where = f"{source}: `warm_start[{i}].{key}`"

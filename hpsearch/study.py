@@ -21,7 +21,14 @@ from hpsearch import __version__
 from hpsearch.errors import SpecError, StorageError
 from hpsearch.space import searched_params
 from hpsearch.spec import StudySpec, spec_from_dict
-from hpsearch.storage import cached, get_storage, mask_url, resolve_url
+from hpsearch.storage import (
+    cached,
+    get_storage,
+    mask_url,
+    resolve_url,
+    set_study_system_attr,
+    study_system_attrs,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -86,13 +93,36 @@ class Launched:
     storage_url: str
 
 
-def launch_study(spec: StudySpec, spec_toml: str, storage_url: str | None = None) -> Launched:
+def dataset_key(spec: StudySpec) -> str:
+    """What the leaderboard groups studies by: the data, and the metric unless val_accuracy.
+
+    Studies are ranked together (and next to literature baselines, which are validation or test
+    accuracies on a built-in dataset) only when they share both.
+    """
+    metric = spec.objective.metric
+    return spec.data.label + ("" if metric == "val_accuracy" else f" · {metric}")
+
+
+def launch_study(
+    spec: StudySpec, spec_toml: str, storage_url: str | None = None, *, check: bool = True
+) -> Launched:
     """Create the study for ``spec`` (or continue it) and enqueue the warm-start trials.
 
+    Args:
+        spec: The validated spec (``load_spec`` resolves its paths).
+        spec_toml: The study file's text, stored with the study.
+        storage_url: Defaults to ``$HPSEARCH_STORAGE``, else SQLite.
+        check: First check that the data and the model can be made
+            (:func:`hpsearch.usercode.check_study_runs`); nothing is written if not.
     Raises:
-        SpecError: If a study of that name exists with a different spec.
+        SpecError: If a study of that name exists with a different spec, or its builder,
+            loader or data cannot be used.
         StorageError: If the storage cannot be opened.
     """
+    if check:
+        from hpsearch.usercode import check_study_runs
+
+        check_study_runs(spec)
     url = resolve_url(storage_url)
     storage = get_storage(url, heartbeat=False)
     existing = {s.study_name: s for s in storage.get_all_studies()}
@@ -123,13 +153,13 @@ def launch_study(spec: StudySpec, spec_toml: str, storage_url: str | None = None
             pruner=make_pruner(spec),
         )
     _set_metric_name(study, spec)
-    study._storage.set_study_system_attr(study._study_id, ATTR_SPEC, spec.model_dump(mode="json"))
-    study._storage.set_study_system_attr(study._study_id, ATTR_SPEC_TOML, spec_toml)
-    study.set_user_attr(ATTR_DATASET, spec.data.dataset)
+    set_study_system_attr(study, ATTR_SPEC, spec.model_dump(mode="json"))
+    set_study_system_attr(study, ATTR_SPEC_TOML, spec_toml)
+    study.set_user_attr(ATTR_DATASET, dataset_key(spec))
     study.set_user_attr("hpsearch:version", __version__)
     for params in spec.warm_start:
         study.enqueue_trial(
-            searched_params(spec.search, params),
+            searched_params(spec.search, params, spec.model.builder),
             user_attrs={"hpsearch:warm_start": True},
             skip_if_exists=True,
         )
@@ -192,8 +222,7 @@ def stored_attr(study: Any, key: str) -> Any:
     if hasattr(study, "system_attrs"):  # optuna's FrozenStudy (get_all_studies)
         system, user = study.system_attrs, study.user_attrs
     else:
-        system = study._storage.get_study_system_attrs(study._study_id)
-        user = study._storage.get_study_user_attrs(study._study_id)
+        system, user = study_system_attrs(study), study.user_attrs
     value = system.get(key)
     return user.get(key) if value is None else value
 

@@ -270,3 +270,48 @@ def test_real_sbatch_refusal_is_quoted_in_one_line(
     assert not subprocess.run(
         ["squeue", "--noheader", "--name", f"hpsearch-{name}"], capture_output=True, text=True
     ).stdout.strip()
+
+
+SLURM_BUILDER = """
+import keras
+from keras import layers
+
+def build(hp, input_shape, num_classes):
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Dense(hp["units"], activation="relu")(layers.Flatten()(inputs))
+    return keras.Model(inputs, layers.Dense(num_classes, activation="softmax")(x))
+"""
+
+
+def test_custom_builder_on_pythonpath_runs_in_the_array_tasks(tmp_path: Path) -> None:
+    """The builder lives in lib/, found only through PYTHONPATH: submit checks it, the script
+    exports it, and the task (started in the submit directory) trains with it."""
+    name = "slurm_custom"
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "slurm_builders.py").write_text(SLURM_BUILDER)
+    text = (
+        f'name = "{name}"\n[model]\nbuilder = "slurm_builders:build"\n'
+        '[data]\ndataset = "fashion_mnist"\ntrain_subset = 200\nval_fraction = 0.01\n'
+        '[budget]\nn_trials = 2\nmax_epochs = 1\n[pruner]\nkind = "none"\n'
+        "[search.model]\nunits = {choices = [16, 32]}\n"
+    )
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    (tmp_path / "study.toml").write_text(text)
+    launch_study(load_spec(tmp_path / "study.toml"), text, url, check=False)
+    pythonpath = f"{os.environ.get('PYTHONPATH', '')}:{tmp_path / 'lib'}".lstrip(":")
+    args = ["submit", name, "--storage", url, *SMALL_TASK, "--array", "0", "--gpus-per-task", "0"]
+    refused = run_cli(*args, cwd=tmp_path, timeout=300)  # lib/ is not on PYTHONPATH
+    assert refused.returncode == 1 and "could not import slurm_builders:build" in refused.stderr
+    result = run_cli(*args, cwd=tmp_path, env={"PYTHONPATH": pythonpath}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    job = result.stdout.strip()
+    script = next((tmp_path / "runs" / name / "sbatch").glob("*.sbatch")).read_text()
+    assert f"{tmp_path / 'lib'}" in next(
+        line for line in script.splitlines() if line.startswith("export PYTHONPATH=")
+    )
+    wait_for_job(job, timeout=600)
+    study, _ = load_study(name, url, heartbeat=False)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2, log_of(
+        tmp_path, name, job, 0
+    )
+    assert all(t.user_attrs["hpsearch:config"].startswith("build units=") for t in study.trials)

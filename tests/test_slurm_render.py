@@ -403,3 +403,39 @@ def test_status_table_shows_the_slurm_jobs(
     code, out, err = cli(capsys, "status", "smoke", "--storage", smoke_db)
     assert code == 0, err
     assert "Slurm: 77: 2 pending, 2 running; 80: 1 pending" in out
+
+
+@pytest.mark.slow  # two Python subprocesses import the builder
+def test_custom_builder_is_import_checked_and_its_path_goes_into_the_script(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "slurm_models.py").write_text(
+        "def build(hp, input_shape, num_classes):\n    pass\n"
+    )
+    path = project / "study.toml"
+    path.write_text(
+        'name = "custom"\n[model]\nbuilder = "slurm_models:build"\n[data]\n'
+        'dataset = "fashion_mnist"\n[budget]\nn_trials = 2\nmax_epochs = 1\n'
+        "[search.model]\nwidth = {choices = [8, 16]}\n"
+    )
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    launch_study(load_spec(path), path.read_text(), url, check=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parent.parent))
+    common = ["submit", "custom", "--storage", url, "--partition", "gpu", "--array", "0-1"]
+    code, script, err = cli(capsys, *common, "--dry-run")
+    assert code == 0, err
+    exports = [line for line in script.splitlines() if line.startswith("export PYTHONPATH=")]
+    assert exports == [f"export PYTHONPATH={project}:{Path(__file__).resolve().parent.parent}"]
+    assert f"cd {tmp_path} " in script
+
+    (project / "slurm_models.py").unlink()
+    code, out, err = cli(capsys, *common)
+    assert code == 1 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "the job could not import slurm_models:build" in lines[0]
+    assert f"PYTHONPATH={project}:" in lines[0] and "no module 'slurm_models'" in lines[0]
+    assert not (tmp_path / "runs" / "custom" / "sbatch").exists()

@@ -121,9 +121,9 @@ def test_bad_field_gives_one_precise_line(
 def test_unknown_dataset_lists_the_valid_ones(tmp_path: Path) -> None:
     with pytest.raises(
         SpecError,
-        match=r"`data\.dataset` is invalid: unknown dataset; use one "
-        r"of fashion_mnist, mnist, cifar10, cifar100.*Received: \"imagenet\".*"
-        r"Example: dataset = \"fashion_mnist\"",
+        match=r"`data\.dataset` is not a built-in dataset and no such folder exists\. "
+        r"Received: \"imagenet\".*Example: dataset = \"fashion_mnist\" \(built-in: "
+        r"fashion_mnist, mnist, cifar10, cifar100\)",
     ):
         load_spec(write(tmp_path, MINIMAL.replace('"fashion_mnist"', '"imagenet"')))
 

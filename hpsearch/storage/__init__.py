@@ -63,7 +63,9 @@ __all__ = [
     "preempt_and_requeue",
     "resolve_url",
     "retry_callback",
+    "set_study_system_attr",
     "study_names",
+    "study_system_attrs",
     "trial_id",
     "trial_writes",
     "warn_if_many_sqlite_workers",
@@ -96,6 +98,16 @@ def database_error(error: BaseException) -> str | None:
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     """Names of all studies in ``storage``."""
     return [s.study_name for s in storage.get_all_studies()]
+
+
+def study_system_attrs(study: optuna.Study) -> dict[str, object]:
+    """The study's system attributes (Optuna 5 keeps them out of the public Study API)."""
+    return _study_storage(study).get_study_system_attrs(study._study_id)
+
+
+def set_study_system_attr(study: optuna.Study, key: str, value: object) -> None:
+    """Set a study system attribute (what hpsearch stores that users should not edit)."""
+    _study_storage(study).set_study_system_attr(study._study_id, key, value)  # type: ignore[arg-type]
 
 
 def trial_id(trial: optuna.Trial | FrozenTrial) -> int:
