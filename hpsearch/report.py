@@ -51,6 +51,12 @@ class Row:
     source: str | None = None
     metric: str | None = None
     beats: list[str] = field(default_factory=list)
+    # `hpsearch best --seeds K --top N`: mean ± std over K re-trainings on the train split.
+    retrain_val_mean: float | None = None
+    retrain_val_std: float | None = None
+    retrain_test_mean: float | None = None
+    retrain_test_std: float | None = None
+    retrain_seeds: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (NaN becomes None)."""
@@ -60,12 +66,16 @@ class Row:
         }
 
 
-def trial_row(study_name: str, trial: FrozenTrial) -> Row:
-    """A leaderboard row for one trial: value if complete, else its last reported epoch."""
+def trial_row(study_name: str, trial: FrozenTrial, retrain: Any = None) -> Row:
+    """A leaderboard row for one trial: value if complete, else its last reported epoch.
+
+    ``retrain`` is the trial's entry of :func:`retrain_records` (re-training figures), if any.
+    """
     steps = trial.intermediate_values
     last = (len(steps), steps[max(steps)]) if steps else None
     row = _sql_row(study_name, trial.number, trial.state.name, trial.value, trial.user_attrs, last)
     row.params = dict(trial.params)
+    apply_retrain(row, retrain)
     return row
 
 
@@ -112,7 +122,11 @@ def _beats(t: Row, b: Row) -> bool:
 
 def study_rows(study: optuna.Study) -> list[Row]:
     """Rows for every trial of a study (not ranked)."""
-    return [trial_row(study.study_name, t) for t in study.get_trials(deepcopy=False)]
+    retrain = retrain_records(study.user_attrs)
+    return [
+        trial_row(study.study_name, t, retrain.get(t.number))
+        for t in study.get_trials(deepcopy=False)
+    ]
 
 
 def study_summary(study: optuna.Study, baselines: list[Baseline], dataset: str) -> dict[str, Any]:
@@ -126,6 +140,7 @@ def study_summary(study: optuna.Study, baselines: list[Baseline], dataset: str) 
     )
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
     best = max(complete, key=lambda t: t.value or 0.0) if complete else None
+    retrain = retrain_records(study.user_attrs)
     return {
         "study": study.study_name,
         "dataset": dataset,
@@ -144,7 +159,11 @@ def study_summary(study: optuna.Study, baselines: list[Baseline], dataset: str) 
         },
         "leaderboard": [
             r.to_dict()
-            for r in rank([trial_row(study.study_name, t) for t in trials], baselines, dataset)
+            for r in rank(
+                [trial_row(study.study_name, t, retrain.get(t.number)) for t in trials],
+                baselines,
+                dataset,
+            )
         ],
     }
 
@@ -294,6 +313,7 @@ def _leaderboard(
         if not include_params:
             for t in trials:
                 t.row.params = {}
+    _attach_retrain(storage, chosen, trials)
     ranked = rank([t.row for t in trials], baselines, dataset)
     extra = {(t.row.study, t.row.trial): t for t in trials}
     wanted = None if states is None else {s.lower() for s in states}
@@ -671,3 +691,70 @@ def _row_dict(row: Row) -> dict[str, Any]:
         if isinstance(v, float) and math.isnan(v):
             d[k] = None
     return d
+
+
+# --------------------------------------------------------------------------------------------
+# Re-training figures (`hpsearch best --seeds K --top N`, see hpsearch.export)
+# --------------------------------------------------------------------------------------------
+
+RETRAIN_ATTR_PREFIX = "hpsearch:retrain:"
+"""Study user attribute ``hpsearch:retrain:<trial number>``: that trial's re-training figures.
+
+Optuna refuses to change a finished trial's attributes, so they are stored on the study."""
+
+
+def retrain_records(user_attrs: dict[str, Any]) -> dict[int, Any]:
+    """The re-training figures in a study's user attributes, by trial number."""
+    out: dict[int, Any] = {}
+    for key, value in user_attrs.items():
+        number = key[len(RETRAIN_ATTR_PREFIX) :] if key.startswith(RETRAIN_ATTR_PREFIX) else ""
+        if number.isdigit():
+            out[int(number)] = value
+    return out
+
+
+def apply_retrain(row: Row, record: Any) -> None:
+    """Copy a :func:`retrain_records` entry onto a row; malformed values become missing."""
+    if not isinstance(record, dict):
+        return
+    row.retrain_val_mean = _finite(record.get("val_mean"))
+    row.retrain_val_std = _finite(record.get("val_std"))
+    row.retrain_test_mean = _finite(record.get("test_mean"))
+    row.retrain_test_std = _finite(record.get("test_std"))
+    seeds = record.get("seeds")
+    row.retrain_seeds = len(seeds) if isinstance(seeds, list) and seeds else None
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _attach_retrain(
+    storage: optuna.storages.BaseStorage, chosen: list[StudyInfo], trials: list[_Trial]
+) -> None:
+    """Put the stored re-training figures on the rows (after the cache: they change later)."""
+    by_study: dict[int, dict[int, Any]] = {}
+    if isinstance(storage, optuna.storages.RDBStorage):
+        if not chosen:
+            return
+        with storage.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT study_id, key, value_json FROM study_user_attributes "
+                f"WHERE study_id IN ({_ids_sql(s.study_id for s in chosen)}) "
+                f"AND key LIKE '{RETRAIN_ATTR_PREFIX}%'"
+            ).all()
+        for study_id, key, value in rows:
+            try:
+                decoded = json.loads(value)
+            except (TypeError, ValueError):
+                continue
+            by_study.setdefault(int(study_id), {}).update(retrain_records({key: decoded}))
+    else:
+        for s in chosen:
+            by_study[s.study_id] = retrain_records(storage.get_study_user_attrs(s.study_id))
+    for t in trials:
+        record = by_study.get(t.study_id, {}).get(t.row.trial or 0)
+        if record is not None:
+            apply_retrain(t.row, record)
