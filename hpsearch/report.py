@@ -587,8 +587,9 @@ def _fetch_attrs(conn: sa.Connection, ids: list[int]) -> dict[int, dict[str, Any
         ]
     for where in parts:
         rows = conn.exec_driver_sql(
-            f"SELECT trial_id, key, value_json FROM trial_user_attributes "
-            f"WHERE {where} AND key IN ({keys})"
+            # `a.key`: KEY is a reserved word in MySQL/MariaDB, allowed after a table alias.
+            f"SELECT a.trial_id, a.key, a.value_json FROM trial_user_attributes a "
+            f"WHERE {where} AND a.key IN ({keys})"
         ).all()
         for trial_id, key, value in rows:
             if trial_id in wanted and value is not None:
@@ -740,10 +741,13 @@ def _attach_retrain(
         if not chosen:
             return
         with storage.engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                "SELECT study_id, key, value_json FROM study_user_attributes "
-                f"WHERE study_id IN ({_ids_sql(s.study_id for s in chosen)}) "
-                f"AND key LIKE '{RETRAIN_ATTR_PREFIX}%'"
+            rows = conn.execute(
+                sa.text(
+                    "SELECT a.study_id, a.key, a.value_json FROM study_user_attributes a "
+                    f"WHERE a.study_id IN ({_ids_sql(s.study_id for s in chosen)}) "
+                    "AND a.key LIKE :prefix"
+                ),
+                {"prefix": RETRAIN_ATTR_PREFIX + "%"},
             ).all()
         for study_id, key, value in rows:
             try:
