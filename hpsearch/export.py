@@ -547,6 +547,8 @@ def export_best(
     by_number = {t.number: t for t in trials}
     final_epochs = _epochs_of(trials[0], spec)
     counter = _Epochs(total + (final_epochs if out_dir is not None else 0), progress)
+    if progress is not None:
+        progress(0, counter.total, "loading data")
     candidates: list[Candidate] = []
     if selecting:
         candidates = select(study, spec, seeds=seeds, top=top, counter=counter)
