@@ -599,6 +599,7 @@ def _export(
     study: optuna.Study, spec: StudySpec, trial: FrozenTrial, counter: _Epochs
 ) -> tuple[dict[str, Any], Any]:
     """Train ``trial``'s configuration on train+val, wrap it for raw input, test it, save it."""
+    from hpsearch.model import compile_model
     from hpsearch.space import config_from_params
 
     config = config_from_params(spec, trial.params)
@@ -613,6 +614,7 @@ def _export(
     what = f"export: trial {trial.number} on train+val"
     trained, loss = _train(config, splits, x, y, epochs, seed, counter.callback(what, epochs))
     model = raw_input_model(trained, raw, splits.input_shape)
+    compile_model(model, config.train)  # so that a loaded model can `evaluate(x_raw, y)` as is
     test_acc = raw_accuracy(model, raw.x_test, raw.y_test)
     search_test = trial.user_attrs.get("hpsearch:test_accuracy")
     record = {
