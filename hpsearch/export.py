@@ -553,7 +553,8 @@ def export_best(
     if selecting:
         candidates = select(study, spec, seeds=seeds, top=top, counter=counter)
         picked = by_number[candidates[0].trial]
-        counter.total += _epochs_of(picked, spec) - final_epochs
+        if out_dir is not None:  # the export trains the pick, not necessarily the first
+            counter.total += _epochs_of(picked, spec) - final_epochs
     else:
         picked = trials[0]
     selection = None
@@ -615,6 +616,7 @@ def _export(
     trained, loss = _train(config, splits, x, y, epochs, seed, counter.callback(what, epochs))
     model = raw_input_model(trained, raw, splits.input_shape)
     compile_model(model, config.train)  # so that a loaded model can `evaluate(x_raw, y)` as is
+    model.optimizer.build(model.trainable_variables)  # saved and loaded with the same variables
     test_acc = raw_accuracy(model, raw.x_test, raw.y_test)
     search_test = trial.user_attrs.get("hpsearch:test_accuracy")
     record = {

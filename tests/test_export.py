@@ -263,6 +263,7 @@ def test_exported_model_takes_raw_images_in_a_fresh_process(exported) -> None:  
         cwd=out,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "Skipping variable loading" not in result.stderr  # saved and loaded alike
     fresh = json.loads(result.stdout.strip().splitlines()[-1])
     assert fresh["dtype"] == "uint8" and fresh["shape"] == [10000, 28, 28]
     assert not fresh["hpsearch_imported"]
