@@ -337,6 +337,7 @@ def _print_status(name: str, storage: str | None, top: int, baselines_file: Path
         )
     out.print(table)
     _print_unranked(summary["leaderboard"], top)
+    _print_retrained(summary["leaderboard"])
     slurm = _slurm_status(name).get("slurm_jobs") if _went_through_slurm(study) else None
     if slurm:
         out.print(f"Slurm: {slurm}")
@@ -368,6 +369,30 @@ def o_dir(spec: Any) -> str:
     return "lower is better" if spec.objective.direction == "minimize" else "higher is better"
 
 
+def _print_retrained(rows: list[dict[str, Any]]) -> None:
+    """Trials re-trained by `hpsearch best --seeds K --top N`: search vs re-trained figures."""
+    done = [r for r in rows if r["kind"] == "trial" and r.get("retrain_seeds")]
+    if not done:
+        return
+    table = Table(
+        title="Re-trained (hpsearch best --seeds): mean ± std over seeds vs the search's run",
+        title_justify="left",
+    )
+    for column in ("trial", "search val", "search test", "val mean ± std", "test mean ± std"):
+        table.add_column(column, justify="right")
+    table.add_column("seeds", justify="right")
+    for r in sorted(done, key=lambda r: -(r["retrain_val_mean"] or 0.0)):
+        table.add_row(
+            str(r["trial"]),
+            _fmt(r["val_accuracy"]),
+            _fmt(r["test_accuracy"]),
+            _pm(r["retrain_val_mean"], r["retrain_val_std"]),
+            _pm(r["retrain_test_mean"], r["retrain_test_std"]),
+            str(r["retrain_seeds"]),
+        )
+    out.print(table)
+
+
 def _fmt(value: float | None) -> str:
     return "" if value is None else f"{value:.4f}"
 
@@ -375,20 +400,93 @@ def _fmt(value: float | None) -> str:
 @app.command()
 def best(
     name: NameArg,
-    export: Annotated[Path, typer.Option(help="Folder to write the model and metadata to.")],
+    export: Annotated[
+        Path | None,
+        typer.Option(help="Folder to write the model and metadata to (created; never a link)."),
+    ] = None,
     storage: StorageOpt = None,
+    seeds: Annotated[
+        int, typer.Option(min=1, help="Re-train each candidate with this many seeds.")
+    ] = 1,
+    top: Annotated[
+        int,
+        typer.Option(min=1, help="Candidates: the best complete trials by validation accuracy."),
+    ] = 1,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace an existing export in the folder.")
+    ] = False,
 ) -> None:
-    """Re-train the best configuration on train+validation, test it once, and export it."""
+    """Re-train the best configurations with several seeds, pick one, test it, export it.
+
+    With --seeds K --top N the N best complete trials are re-trained K times each on the
+    training split; the one with the best mean validation accuracy is picked and its test
+    accuracy reported as mean ± std (stored in the study: status and reports show it). The pick
+    is then re-trained on train+validation and saved to --export DIR: a model that takes raw
+    images, and hpsearch.json describing its input, classes, metrics, seeds and versions.
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     from hpsearch.export import export_best
     from hpsearch.study import load_study
 
     study, spec = load_study(name, storage, heartbeat=False, read_only=True)
-    record = export_best(study, spec, export)
-    m = record["metrics"]
-    out.print(
-        f"trial {record['trial']}: search {spec.objective.metric} {m['search_val_accuracy']:.4f}, "
-        f"re-trained test acc {m['retrained_test_accuracy']:.4f} → {export}/model.keras"
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} epochs"),
+        TimeElapsedColumn(),
     )
+    with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
+        task = progress.add_task("re-training", total=None)
+
+        def show(done: int, total: int, what: str) -> None:
+            progress.update(task, completed=done, total=total, description=escape(what))
+
+        record = export_best(study, spec, export, seeds=seeds, top=top, force=force, progress=show)
+    if record["selection"] is not None:
+        _print_selection(record["selection"])
+    if export is not None:
+        m = record["metrics"]
+        out.print(
+            f"trial {record['trial']}: search val acc {m['search_val_accuracy']:.4f}, "
+            f"re-trained on train+val: test acc {m['retrained_test_accuracy']:.4f} → "
+            f"{escape(str(export))}/model.keras (takes raw images, see hpsearch.json)",
+            highlight=False,
+        )
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return ""
+    return f"{mean:.4f}" + ("" if std is None else f" ± {std:.4f}")
+
+
+def _print_selection(selection: dict[str, Any]) -> None:
+    table = Table(
+        title=f"Re-trained on the training split, seeds {selection['seeds']}: picked by mean "
+        "validation accuracy; test accuracy reported, never used to pick",
+        title_justify="left",
+    )
+    for column in ("trial", "search val", "search test", "val mean ± std", "test mean ± std"):
+        table.add_column(column, justify="right")
+    table.add_column("config")
+    for c in selection["candidates"]:
+        picked = c["trial"] == selection["picked_trial"]
+        table.add_row(
+            f"{'→ ' if picked else ''}{c['trial']}",
+            _fmt(c["search_val_accuracy"]),
+            _fmt(c["search_test_accuracy"]),
+            _pm(c["val_mean"], c["val_std"]),
+            _pm(c["test_mean"], c["test_std"]),
+            escape(c["config"]),
+            style="bold" if picked else None,
+        )
+    out.print(table)
+    if selection["picked_trial"] != selection["search_best_trial"]:
+        out.print(
+            f"The search's best trial {selection['search_best_trial']} was not the best over "
+            f"seeds: picked trial {selection['picked_trial']}."
+        )
 
 
 def main() -> None:

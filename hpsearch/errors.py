@@ -27,6 +27,10 @@ class SubmissionError(HpsearchError, RuntimeError):
     """A Slurm submission was refused before or by ``sbatch``."""
 
 
+class ExportError(HpsearchError):
+    """``hpsearch best --export`` refused its folder (a link, an existing export) or input."""
+
+
 class NanLossError(HpsearchError, ArithmeticError):
     """Training diverged: the loss became NaN or infinite."""
 

@@ -32,7 +32,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch.baselines import Baseline, for_dataset
 from hpsearch.errors import StorageError
-from hpsearch.storage.leaderboard_sql import TrialRecord, read_studies, read_trials
+from hpsearch.storage.leaderboard_sql import (
+    TrialRecord,
+    read_studies,
+    read_study_attrs,
+    read_trials,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -66,6 +71,12 @@ class Row:
     beats: list[str] = field(default_factory=list)
     retry_of: int | None = None  # the first attempt's number, when this trial is a retry
     attempts: list[int] = field(default_factory=list)  # earlier attempts folded into this row
+    # `hpsearch best --seeds K --top N`: mean ± std over K re-trainings on the train split.
+    retrain_val_mean: float | None = None
+    retrain_val_std: float | None = None
+    retrain_test_mean: float | None = None
+    retrain_test_std: float | None = None
+    retrain_seeds: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (NaN becomes None)."""
@@ -75,13 +86,14 @@ class Row:
         }
 
 
-def trial_row(study_name: str, trial: FrozenTrial) -> Row:
+def trial_row(study_name: str, trial: FrozenTrial, retrain: Any = None) -> Row:
     """A leaderboard row for one trial: value if complete, else its last reported epoch."""
     steps = trial.intermediate_values
     last = (len(steps), steps[max(steps)]) if steps else None
     row = _sql_row(study_name, trial.number, trial.state.name, trial.value, trial.user_attrs, last)
     row.params = dict(trial.params)
     row.retry_of = _retry_of(trial.system_attrs.get("failed_trial"), study_name, trial.number)
+    apply_retrain(row, retrain)
     return row
 
 
@@ -201,7 +213,13 @@ def study_summary(study: optuna.Study, baselines: list[Baseline], dataset: str) 
     """
     frozen = study.get_trials(deepcopy=False)
     direction = _direction(study.direction)
-    rows = rank([trial_row(study.study_name, t) for t in frozen], baselines, dataset, direction)
+    retrain = retrain_records(study.user_attrs)
+    rows = rank(
+        [trial_row(study.study_name, t, retrain.get(t.number)) for t in frozen],
+        baselines,
+        dataset,
+        direction,
+    )
     trials = [r for r in rows if r.kind == "trial"]
     counts = Counter(r.state for r in trials)
     best = next((r for r in trials if r.rank is not None and r.state == "complete"), None)
@@ -372,6 +390,7 @@ def _leaderboard(
         if not include_params:
             for t in trials:
                 t.row.params = {}
+    _attach_retrain(storage, chosen, trials)
     direction = (
         _direction(storage.get_study_directions(chosen[0].study_id)[0]) if chosen else "maximize"
     )
@@ -748,3 +767,58 @@ def _row_dict(row: Row) -> dict[str, Any]:
 def _direction(direction: optuna.study.StudyDirection) -> str:
     """``maximize`` or ``minimize`` (hpsearch studies minimize when their metric is a loss)."""
     return "minimize" if direction == optuna.study.StudyDirection.MINIMIZE else "maximize"
+
+
+# --------------------------------------------------------------------------------------------
+# Re-training figures (`hpsearch best --seeds K --top N`, see hpsearch.export)
+# --------------------------------------------------------------------------------------------
+
+RETRAIN_ATTR_PREFIX = "hpsearch:retrain:"
+"""Study user attribute ``hpsearch:retrain:<trial number>``: that trial's re-training figures.
+
+Optuna refuses to change a finished trial's attributes, so they are stored on the study."""
+
+
+def retrain_records(user_attrs: dict[str, Any]) -> dict[int, Any]:
+    """The re-training figures in a study's user attributes, by trial number."""
+    out: dict[int, Any] = {}
+    for key, value in user_attrs.items():
+        number = key[len(RETRAIN_ATTR_PREFIX) :] if key.startswith(RETRAIN_ATTR_PREFIX) else ""
+        if number.isdigit():
+            out[int(number)] = value
+    return out
+
+
+def apply_retrain(row: Row, record: Any) -> None:
+    """Copy a :func:`retrain_records` entry onto a row; malformed values become missing."""
+    if not isinstance(record, dict):
+        return
+    row.retrain_val_mean = _finite(record.get("val_mean"))
+    row.retrain_val_std = _finite(record.get("val_std"))
+    row.retrain_test_mean = _finite(record.get("test_mean"))
+    row.retrain_test_std = _finite(record.get("test_std"))
+    seeds = record.get("seeds")
+    row.retrain_seeds = len(seeds) if isinstance(seeds, list) and seeds else None
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _attach_retrain(
+    storage: optuna.storages.BaseStorage, chosen: list[StudyInfo], trials: list[_Trial]
+) -> None:
+    """Put the stored re-training figures on the rows (after the cache: they change later)."""
+    by_study: dict[int, dict[int, Any]] = {}
+    if isinstance(storage, optuna.storages.RDBStorage):
+        found = read_study_attrs(storage, [s.study_id for s in chosen], RETRAIN_ATTR_PREFIX)
+        by_study = {study_id: retrain_records(attrs) for study_id, attrs in found.items()}
+    else:
+        for s in chosen:
+            by_study[s.study_id] = retrain_records(storage.get_study_user_attrs(s.study_id))
+    for t in trials:
+        record = by_study.get(t.study_id, {}).get(t.row.trial or 0)
+        if record is not None:
+            apply_retrain(t.row, record)

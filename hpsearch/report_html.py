@@ -37,11 +37,23 @@ FORMATS = ("html", "md", "csv")
 VAL_COLOR = "#1f6fb4"
 TEST_COLOR = "#e3720c"
 BASELINE_COLORS = {"test": "#2a9d4b", "val": "#8a5cc2"}
-_CSV_COLUMNS = (
+_CSV_COLUMNS: tuple[str, ...] = (
     "kind", "rank", "study", "trial", "state", "val_accuracy", "test_accuracy", "beats",
     "epochs", "wall_minutes", "gpu_minutes", "n_params", "config", "model", "metric", "source",
     "fail_reason", "slurm_job", "attempts", "params",
 )  # fmt: skip
+RETRAIN_COLUMNS = (
+    "retrain_val_mean", "retrain_val_std", "retrain_test_mean", "retrain_test_std",
+    "retrain_seeds",
+)  # fmt: skip
+_CSV_COLUMNS += RETRAIN_COLUMNS
+_RETRAIN_HEAD = ("trial", "study", "search val", "search test", "val mean ± std",
+                 "test mean ± std", "seeds", "configuration")  # fmt: skip
+_RETRAIN_NOTE = (
+    "Re-trained by hpsearch best --seeds K --top N on the training split with K seeds each: "
+    "mean ± sample std over the seeds next to the search's single run. The pick is the best "
+    "mean validation accuracy; test accuracy is reported, never used to pick."
+)
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,6 +441,7 @@ baseline's own metric (test accuracy vs test baselines, validation vs val baseli
 for which.</p>
 <table id="leaderboard" class="board"><thead><tr>{head}</tr></thead>
 <tbody>{"".join(trs)}</tbody></table></section>
+{_retrained_html(board)}
 <section class="side"><div><h2>Failed trials by cause</h2>
 <table class="small"><thead><tr><th>cause</th><th>trials</th></tr></thead>
 <tbody>{fails}</tbody></table></div>
@@ -474,6 +487,11 @@ def render_markdown(
         if r["kind"] == "baseline":
             cells = [f"*{c}*" if c else "" for c in cells]
         out.append("| " + " | ".join(cells) + " |")
+    retrained = _retrained(board)
+    if retrained:
+        out += ["", "## Re-trained with several seeds", "", _RETRAIN_NOTE, ""]
+        out += ["| " + " | ".join(_RETRAIN_HEAD) + " |", "|" + "---|" * len(_RETRAIN_HEAD)]
+        out += ["| " + " | ".join(md_text(c) for c in cells) + " |" for cells in retrained]
     out += ["", "## Failed trials by cause", "", "| cause | trials |", "|---|---|"]
     out += [f"| {md_text(c)} | {n} |" for c, n in board["failed_by_cause"].items()]
     out += [
@@ -517,3 +535,52 @@ def _plain(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
     return value if isinstance(value, str) else json.dumps(value)
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return ""
+    return _pct(mean) + ("" if std is None else f" ± {std * 100:.2f}%")
+
+
+def _retrained(board: dict[str, Any]) -> list[list[str]]:
+    """Cells of the re-trained trials (``hpsearch best --seeds``), best mean val first."""
+    rows = [r for r in board["rows"] if r["kind"] == "trial" and r.get("retrain_seeds")]
+    rows.sort(key=lambda r: (-(r.get("retrain_val_mean") or 0.0), r["study"] or "", r["trial"]))
+    return [
+        [
+            str(r["trial"]),
+            r["study"] or "",
+            _pct(r["val_accuracy"]),
+            _pct(r["test_accuracy"]),
+            _pm(r.get("retrain_val_mean"), r.get("retrain_val_std")),
+            _pm(r.get("retrain_test_mean"), r.get("retrain_test_std")),
+            str(r["retrain_seeds"]),
+            r["config"] or "",
+        ]
+        for r in rows
+    ]
+
+
+_RETRAIN_CLASSES = {1: "", 7: "config"}
+
+
+def _retrained_html(board: dict[str, Any]) -> str:
+    cells = _retrained(board)
+    if not cells:
+        return ""
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in _RETRAIN_HEAD)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="{_RETRAIN_CLASSES.get(i, "num")}">{e(c)}</td>' for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in cells
+    )
+    return (
+        f'<section><h2>Re-trained with several seeds</h2><p class="note">{e(_RETRAIN_NOTE)}</p>'
+        f'<table id="retrained" class="board"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></section>"
+    )

@@ -82,6 +82,32 @@ def read_studies(storage: optuna.storages.RDBStorage, attr_key: str) -> list[Stu
     ]
 
 
+def read_study_attrs(
+    storage: optuna.storages.RDBStorage, study_ids: Sequence[int], prefix: str
+) -> dict[int, dict[str, Any]]:
+    """The study user attributes whose key starts with ``prefix``, decoded, by study id
+    (a value that is not JSON is left out)."""
+    if not study_ids:
+        return {}
+    out: dict[int, dict[str, Any]] = {}
+    with storage.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT a.study_id, a.key, a.value_json FROM study_user_attributes a "
+                f"WHERE a.study_id IN ({_ids_sql(study_ids)}) AND a.key LIKE :pattern"
+            ),
+            {"pattern": prefix + "%"},  # a superset if prefix has wildcards: checked below
+        ).all()
+    for study_id, key, value in rows:
+        if not str(key).startswith(prefix):
+            continue
+        try:
+            out.setdefault(int(study_id), {})[str(key)] = json.loads(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
 def read_trials(
     storage: optuna.storages.RDBStorage,
     study_ids: Sequence[int],
@@ -154,9 +180,9 @@ def _fetch_attrs(
             f"trial_id IN ({_ids_sql(ids[k : k + _CHUNK])})" for k in range(0, len(ids), _CHUNK)
         ]
     for where in parts:
-        rows = conn.exec_driver_sql(
-            f"SELECT trial_id, key, value_json FROM trial_user_attributes "
-            f"WHERE {where} AND key IN ({keys})"
+        rows = conn.exec_driver_sql(  # `key` is a reserved word in MariaDB: qualified
+            f"SELECT a.trial_id, a.key, a.value_json FROM trial_user_attributes a "
+            f"WHERE {where} AND a.key IN ({keys})"
         ).all()
         for trial_id, key, value in rows:
             if trial_id in wanted and value is not None:
@@ -174,8 +200,8 @@ def _fetch_retries(conn: sa.Connection, ids: list[int]) -> dict[int, Any]:
     out: dict[int, Any] = {}
     for k in range(0, len(ids), _CHUNK):
         rows = conn.exec_driver_sql(
-            "SELECT trial_id, value_json FROM trial_system_attributes "
-            f"WHERE trial_id IN ({_ids_sql(ids[k : k + _CHUNK])}) AND key = 'failed_trial'"
+            "SELECT a.trial_id, a.value_json FROM trial_system_attributes a "
+            f"WHERE a.trial_id IN ({_ids_sql(ids[k : k + _CHUNK])}) AND a.key = 'failed_trial'"
         ).all()
         for trial_id, value in rows:
             out[int(trial_id)] = None if value is None else json.loads(value)
