@@ -212,7 +212,7 @@ def test_password_without_another_way_in_is_refused(
 
 BAD_OPTIONS = {
     "bad array": (["--partition", "gpu", "--array", "0-31%"], "`--array` is not Slurm array"),
-    "empty range": (["--partition", "gpu", "--array", "5-2"], "`--array` range '5-2' is empty"),
+    "empty range": (["--partition", "gpu", "--array", "5-2"], '`--array` range "5-2" is empty'),
     "throttle 0": (["--partition", "gpu", "--array", "0-3%0"], "throttle %0"),
     "no array": (["--partition", "gpu"], "`--array` is required"),
     "unknown profile": (
@@ -319,7 +319,7 @@ def test_parse_array(text: str, indices: tuple[int, ...], throttle: int | None) 
 def test_time_seconds() -> None:
     assert time_seconds("08:00:00") == 8 * 3600
     assert time_seconds("1-02:03:04") == 93784
-    with pytest.raises(SubmissionError, match="Received: '8h'"):
+    with pytest.raises(SubmissionError, match='Received: "8h"'):
         time_seconds("8h")
 
 
