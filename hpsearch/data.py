@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hpsearch.display import clean
 from hpsearch.errors import DataError
 from hpsearch.spec import DataSpec
 
@@ -121,6 +122,7 @@ def load_splits(spec: DataSpec) -> Splits:
     ``train_subset`` then keeps the first N of the remaining shuffled training images.
     """
     arrays = load_arrays(spec.dataset)
+    _warn_if_not_finite(spec.dataset, arrays)
     rng = np.random.default_rng(spec.split_seed)
     order = rng.permutation(len(arrays.x_train))
     n_val = max(1, round(len(order) * spec.val_fraction))
@@ -135,6 +137,23 @@ def load_splits(spec: DataSpec) -> Splits:
         x_test=_normalize(arrays.x_test),
         y_test=arrays.y_test.astype("int32"),
     )
+
+
+def _warn_if_not_finite(dataset: str, arrays: Arrays) -> None:
+    """One warning line when images hold NaN or infinite values (they would train silently)."""
+    bad = {
+        name: int(np.count_nonzero(~np.isfinite(x)))
+        for name, x in (("x_train", arrays.x_train), ("x_test", arrays.x_test))
+        if np.issubdtype(x.dtype, np.inexact)
+    }
+    if any(bad.values()):
+        counts = ", ".join(f"{name} {n:,}" for name, n in bad.items() if n)
+        _logger.warning(
+            "dataset %s: pixel values that are NaN or infinite (%s); losses and accuracies of "
+            "trials on it are meaningless. Fix: replace them (numpy.nan_to_num) in the .npz",
+            clean(dataset, 120),
+            counts,
+        )
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:

@@ -262,10 +262,14 @@ def load_profile(name: str | None = None) -> tuple[str, Profile]:
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(clean(part, 40) for part in first["loc"])
+        hint = (
+            f"Valid keys: {', '.join(Profile.model_fields)}"
+            if first["type"] == "extra_forbidden"
+            else f"See {templates_dir() / 'generic.toml'} for every key with an example"
+        )
         raise SubmissionError(
             f"{clean(path, 300)}: `{loc}`: {clean(first['msg'], 200)}. "
-            f"Received: {excerpt(first.get('input'))}. "
-            f"Valid keys: {', '.join(Profile.model_fields)}"
+            f"Received: {excerpt(first.get('input'))}. {hint}"
         ) from e
 
 

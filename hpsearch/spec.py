@@ -480,17 +480,16 @@ def read_toml(
         ) from e
     except ValueError as e:  # TOMLDecodeError, or an integer of more than 4300 digits
         raise error(f"{where}: not valid TOML: {clean(e, 200)}. Example: {example}") from e
-    depth = _nesting(raw)
-    if depth > MAX_NESTING:
+    if _nesting(raw) > MAX_NESTING:
         raise error(
-            f"{where}: tables or arrays nested {depth} levels deep (at most {MAX_NESTING}). "
+            f"{where}: tables or arrays nested more than {MAX_NESTING} levels deep. "
             f"Example: {example}"
         )
     return raw
 
 
 def _nesting(value: Any) -> int:
-    """How deep tables and arrays nest in ``value`` (iterative: no recursion to overflow)."""
+    """How deep tables and arrays nest (up to one past the limit; iterative, no recursion)."""
     deepest, stack = 0, [(value, 0)]
     while stack:
         item, depth = stack.pop()
