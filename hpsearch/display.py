@@ -75,7 +75,7 @@ def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
         text = text[: limit - 1] + "…"
     if isinstance(value, str) and len(value) > limit:
         text += f" ({len(value):,} characters)"
-    elif isinstance(value, list | tuple | Mapping) and size > limit:
+    elif isinstance(value, list | tuple | Mapping) and size > limit and len(value) > 1:
         text += f" ({len(value):,} items)"
     return _CONTROL.sub(_escape, text)
 

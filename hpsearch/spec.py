@@ -45,7 +45,7 @@ Activation = Literal["relu", "elu", "gelu", "swish", "leaky_relu", "tanh"]
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
 """A study name: letters, digits, ``_``, ``.``, ``-`` (at most :data:`NAME_MAX_CHARS`)."""
 NAME_MAX_CHARS = 100
-MAX_FILE_BYTES = 1 << 20
+MAX_FILE_BYTES = 256 << 10
 """A study file is a few kB; a larger one is refused before it is parsed."""
 MAX_NESTING = 16
 """Tables and arrays nested deeper than this are refused (the spec itself needs 5 levels)."""
@@ -461,7 +461,7 @@ def read_toml(
         raise error(f"{where}: cannot read the {what} ({reason})") from e
     if len(data) > MAX_FILE_BYTES:
         raise error(
-            f"{where}: the {what} is larger than {MAX_FILE_BYTES >> 20} MiB; is it the right "
+            f"{where}: the {what} is larger than {MAX_FILE_BYTES >> 10} KiB; is it the right "
             f"file? Example: {example}"
         )
     try:
@@ -542,8 +542,10 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
         loc = [f"warm_start[{loc[1]}]", *loc[2:3]]
         if kind.endswith("_type") or kind == "finite_number":
             msg = "must be a finite number, a short string or true/false"
-    field = ".".join(clean(p, 40) for p in loc) or "(top level)"
+    field = ".".join(clean(p, 30) for p in loc) or "(top level)"
+    example_loc = loc
     if kind == "extra_forbidden":
+        example_loc = loc[:-1]  # an example of the table the unknown key is in
         parent_fields = _fields_at(loc[:-1])
         msg = "is not a known field" + (
             f" (valid here: {', '.join(parent_fields)})" if parent_fields else ""
@@ -554,7 +556,8 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
         msg = f"is invalid: {msg}"
     received = "nothing" if kind == "missing" else excerpt(first.get("input"))
     msg = clean(msg, 200)
-    return f"{source}: `{field}` {msg}. Received: {received}. Example: {_example_at(loc)}"
+    example = _example_at(example_loc)
+    return f"{source}: `{field}` {msg}. Received: {received}. Example: {example}"
 
 
 def _field_at(loc: Sequence[Any]) -> tuple[str, FieldInfo] | None:
