@@ -156,7 +156,7 @@ def _launch(spec_file: Path, storage: str | None) -> Any:
     from hpsearch.study import budget_state, launch_study
 
     spec = load_spec(spec_file)
-    launched = launch_study(spec, spec_file.read_text(encoding="utf-8"), storage)
+    launched = launch_study(spec, spec_file.read_text(encoding="utf-8-sig"), storage)
     b = budget_state(launched.study, spec)
     verb = "created" if launched.created else "continuing"
     err.print(

@@ -317,3 +317,25 @@ def test_nan_pixels_are_reported_at_load(tmp_path: Path, caplog: pytest.LogCaptu
     with caplog.at_level(logging.WARNING, logger="hpsearch.data"):
         data.load_splits(DataSpec(dataset=str(npz)))
     assert not [r for r in caplog.records if r.name == "hpsearch.data"]
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (b"[[baseline]]\nmodel = '\xff'\n", "cannot read the baselines file (not UTF-8 text)"),
+        ("x = " + "[" * 3000 + "]" * 3000, "not valid TOML: nested too deeply"),
+        ("baseline = 3", "`baseline` must be [[baseline]] tables. Received: 3"),
+        ('[[baseline]]\nmodel = "' + "m" * 10_000 + '"', 'Received: {model = "mmm'),
+    ],
+    ids=["latin1", "deep", "not-tables", "huge-row"],
+)
+def test_bad_baselines_files_are_one_short_line(
+    tmp_path: Path, content: str | bytes, says: str
+) -> None:
+    from hpsearch.baselines import load_baselines
+
+    path = write(tmp_path, content, "baselines.toml")
+    with pytest.raises(SpecError) as info:
+        load_baselines(path)
+    message = str(info.value)
+    assert says in message and "\n" not in message and len(message) < 500, message
