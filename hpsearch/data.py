@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpsearch.display import clean
+from hpsearch.display import clean, quoted
 from hpsearch.errors import DataError
 from hpsearch.spec import DataSpec
 
@@ -108,7 +108,7 @@ def load_arrays(dataset: str) -> Arrays:
             else f"put the Keras files of {dataset} in $HPSEARCH_DATA_DIR/{dataset}/"
         )
         raise DataError(
-            f"dataset {dataset!r} not found in {', '.join(tried)}, and the keras download "
+            f"dataset {quoted(dataset)} not found in {', '.join(tried)}, and the keras download "
             f"failed ({type(e).__name__}: {str(e)[:120]}). Fix: {hint}, or set HPSEARCH_DATA_DIR "
             "to a folder holding it"
         ) from e

@@ -56,6 +56,11 @@ def plain(text: object, limit: int | None = 200, style: str = "") -> Text:
     return Text(clean(text, limit), style=style)
 
 
+def quoted(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """``repr`` of ``text`` cut to ``limit`` characters (``'nope'``, for names in messages)."""
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
 def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
     """A short one-line rendering of a received value, for error messages.
 
@@ -126,4 +131,4 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-__all__ = ["EXCERPT_CHARS", "clean", "excerpt", "has_control", "plain"]
+__all__ = ["EXCERPT_CHARS", "clean", "excerpt", "has_control", "plain", "quoted"]

@@ -39,7 +39,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from hpsearch.display import clean, excerpt, has_control
+from hpsearch.display import clean, excerpt, has_control, quoted
 from hpsearch.env import runs_dir
 from hpsearch.errors import SubmissionError
 from hpsearch.spec import NAME_MAX_CHARS, NAME_PATTERN, read_toml
@@ -340,7 +340,7 @@ def script_storage_url(url: str) -> tuple[str, list[str]]:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as e:
         raise SubmissionError(
-            f"`--storage` is not a database URL. Received: {mask_url(url)!r}. "
+            f"`--storage` is not a database URL. Received: {excerpt(mask_url(url))}. "
             "Example: --storage postgresql://me@db.example.org/hpsearch"
         ) from e
     if parsed.drivername.startswith("sqlite"):
@@ -361,7 +361,7 @@ def script_storage_url(url: str) -> tuple[str, list[str]]:
     if not (os.environ.get("HPSEARCH_DB_PASSWORD") or has_pgpass or option_file):
         raise SubmissionError(
             f"the storage URL carries a password, which must not go into a job script. "
-            f"Received: {mask_url(url)}. Put it in ~/.pgpass (PostgreSQL), ~/.my.cnf "
+            f"Received: {excerpt(mask_url(url))}. Put it in ~/.pgpass (PostgreSQL), ~/.my.cnf "
             "(MariaDB) or export HPSEARCH_DB_PASSWORD, and drop it from the URL. Example: "
             "--storage postgresql://me@db.example.org/hpsearch"
         )
@@ -398,12 +398,13 @@ def _merge(profile: Profile, options: SubmitOptions) -> Profile:
 def _validate(settings: Profile, profile_name: str) -> None:
     if not settings.partition.strip():
         raise SubmissionError(
-            f"no partition: profile {profile_name!r} sets none and --partition was not given. "
+            f"no partition: profile {quoted(profile_name)} sets none and --partition was not "
+            "given. "
             "Received: partition=''. Example: --partition gpu (`sinfo -s` lists them)"
         )
     if settings.account_required and not settings.account.strip():
         raise SubmissionError(
-            f"profile {profile_name!r} requires an account (allocation) to charge. "
+            f"profile {quoted(profile_name)} requires an account (allocation) to charge. "
             "Received: account=''. Example: --account abc123"
         )
     if settings.mem and not _MEM_RE.fullmatch(settings.mem):
@@ -419,8 +420,8 @@ def _validate(settings: Profile, profile_name: str) -> None:
         )
     if "{gpus}" not in settings.gpu_request:
         raise SubmissionError(
-            f"profile {profile_name!r}: `gpu_request` must contain {{gpus}}. "
-            f'Received: {settings.gpu_request!r}. Example: gpu_request = "--gpus={{gpus}}"'
+            f"profile {quoted(profile_name)}: `gpu_request` must contain {{gpus}}. "
+            f'Received: {excerpt(settings.gpu_request)}. Example: gpu_request = "--gpus={{gpus}}"'
         )
     image = settings.container
     if image.endswith(".sif") and not Path(image).is_file():
@@ -547,8 +548,9 @@ def render_script(
         template_path = templates_dir() / template_path
     if not template_path.is_file():
         raise SubmissionError(
-            f"profile {profile_name!r}: template not found. Received: template = "
-            f'{settings.template!r}. Example: template = "array.sbatch" (in {templates_dir()})'
+            f"profile {quoted(profile_name)}: template not found. Received: template = "
+            f"{excerpt(settings.template)}. Example: template = "
+            f'"array.sbatch" (in {templates_dir()})'
         )
     workdir = _safe_path((workdir or Path.cwd()).resolve(), "submit directory")
     runs = _safe_path(runs_dir(), "runs directory ($HPSEARCH_RUNS_DIR)")

@@ -283,6 +283,9 @@ def test_status_prints_markup_in_baselines_as_text(
     assert code == 0, err
     assert "[/bold] — [link=http://evil.example]paper[/link] \\x1b[31m" in out
     assert "\x1b" not in out
+    code, out, err = run_in_process("status", "x\x1b" * 50_000, "--storage", sqlite_url)
+    assert code == 1 and err.startswith("error: no study named 'x\\x1bx"), err
+    assert len(err) < 500 and err.count("\n") == 1
 
 
 @pytest.mark.parametrize("command", ["status", "dashboard"])
