@@ -419,15 +419,22 @@ INJECTED = {
 
 @pytest.mark.parametrize("case", sorted(INJECTED))
 def test_control_characters_in_flags_are_refused(
-    case: str, smoke_db: str, fake_slurm: Path, capsys: pytest.CaptureFixture[str]
+    case: str,
+    fake_slurm: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'never.db'}"  # refused before the study is looked up
     code, out, err = cli(
-        capsys, "submit", "smoke", "--storage", smoke_db, "--array", "0", *INJECTED[case]
+        capsys, "submit", "smoke", "--storage", url, "--array", "0", *INJECTED[case]
     )
     assert code == 1, (out, err)
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: `--"), err
     assert "Example: --" in err
-    assert fake_slurm.read_text() == ""
+    assert fake_slurm.read_text() == "" and not (tmp_path / "never.db").exists()
+    assert not (tmp_path / "runs").exists()
 
 
 def test_a_newline_in_the_runs_or_submit_directory_is_refused(
