@@ -12,6 +12,7 @@ from pathlib import Path
 
 import tomllib
 
+from hpsearch.display import clean, excerpt
 from hpsearch.errors import SpecError
 
 
@@ -33,8 +34,11 @@ def load_baselines(extra: str | Path | None = None) -> list[Baseline]:
     if extra is not None:
         try:
             baselines += _parse(Path(extra).read_text(encoding="utf-8"), str(extra))
-        except OSError as e:
-            raise SpecError(f"{extra}: cannot read the baselines file ({e.strerror})") from e
+        except (OSError, UnicodeDecodeError) as e:
+            reason = getattr(e, "strerror", None) or "not UTF-8 text"
+            raise SpecError(
+                f"{clean(extra, 300)}: cannot read the baselines file ({reason})"
+            ) from e
     return baselines
 
 
@@ -46,8 +50,15 @@ def for_dataset(baselines: list[Baseline], dataset: str) -> list[Baseline]:
 def _parse(text: str, source: str) -> list[Baseline]:
     try:
         rows = tomllib.loads(text).get("baseline", [])
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"{source}: not valid TOML: {e}") from e
+    except (ValueError, RecursionError) as e:  # TOMLDecodeError, a 4,300-digit integer, nesting
+        reason = clean(e, 200) if isinstance(e, ValueError) else "nested too deeply"
+        raise SpecError(f"{clean(source, 300)}: not valid TOML: {reason}") from e
+    if not isinstance(rows, list):
+        raise SpecError(
+            f"{clean(source, 300)}: `baseline` must be [[baseline]] tables. Received: "
+            f'{excerpt(rows)}. Example: [[baseline]] dataset = "mnist" model = "my CNN" '
+            "accuracy = 0.991"
+        )
     out = []
     for i, row in enumerate(rows):
         try:
@@ -66,10 +77,9 @@ def _parse(text: str, source: str) -> list[Baseline]:
                 )
             )
         except (KeyError, TypeError, ValueError) as e:
-            shown = repr(row) if len(repr(row)) <= 200 else repr(row)[:197] + "..."
             raise SpecError(
-                f"{source}: `baseline[{i}]` needs dataset, model and accuracy (a fraction, or a "
-                f"percentage up to 100). Received: {shown}. "
+                f"{clean(source, 300)}: `baseline[{i}]` needs dataset, model and accuracy (a "
+                f"fraction, or a percentage up to 100). Received: {excerpt(row)}. "
                 'Example: [[baseline]] dataset = "mnist" model = "my CNN" accuracy = 0.991 '
                 'source = "my paper"'
             ) from e

@@ -17,7 +17,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from hpsearch.display import clean, plain
 from hpsearch.errors import HpsearchError
 
 app = typer.Typer(
@@ -120,26 +122,31 @@ def validate(spec_file: SpecArg) -> None:
 
     spec = load_spec(spec_file)
     shape, num_classes = check_study_runs(spec, str(spec_file))
-    table = Table(title=f"{spec.name}: search space", title_justify="left")
+    table = Table(title=plain(f"{spec.name}: search space"), title_justify="left")
     for column in ("parameter", "kind", "values"):
         table.add_column(column)
     for row in describe(spec.search, spec.model.builder):
-        table.add_row(*(escape(cell) for cell in row))
+        table.add_row(*(plain(cell) for cell in row))
     out.print(table)
     b, d = spec.budget, spec.data
     o = spec.objective
     out.print(
-        f"model {spec.model.builder} · input {shape} · {num_classes} classes · "
-        f"{o.direction} {o.metric}",
-        markup=False,
+        plain(
+            f"model {spec.model.builder} · input {shape} · {num_classes} classes · "
+            f"{o.direction} {o.metric}",
+            limit=None,
+        )
     )
     out.print(
-        f"dataset {d.label} (val {d.val_fraction:.0%} seed {d.split_seed}"
-        f"{f', train subset {d.train_subset}' if d.train_subset else ''}) · "
-        f"{b.n_trials} trials × ≤{b.max_epochs} epochs · sampler {spec.sampler.kind} · "
-        f"pruner {spec.pruner.kind} · {len(spec.warm_start)} warm-start config(s)"
+        plain(
+            f"dataset {clean(d.label, 120)} (val {d.val_fraction:.0%} seed {d.split_seed}"
+            f"{f', train subset {d.train_subset}' if d.train_subset else ''}) · "
+            f"{b.n_trials} trials × ≤{b.max_epochs} epochs · sampler {spec.sampler.kind} · "
+            f"pruner {spec.pruner.kind} · {len(spec.warm_start)} warm-start config(s)",
+            limit=None,
+        )
     )
-    out.print(f"[green]{spec_file}: OK")
+    out.print(plain(f"{clean(spec_file, 300)}: OK", limit=None, style="green"))
 
 
 @app.command()
@@ -163,8 +170,12 @@ def _launch(spec_file: Path, storage: str | None) -> Any:
     b = budget_state(launched.study, spec)
     verb = "created" if launched.created else "continuing"
     err.print(
-        f"{verb} study [bold]{spec.name}[/] in {mask_url(launched.storage_url)}: "
-        f"{b.finished}/{b.n_trials} trials finished, {b.waiting} queued"
+        Text.assemble(
+            f"{verb} study ",
+            (spec.name, "bold"),
+            f" in {clean(mask_url(launched.storage_url), 300)}: "
+            f"{b.finished}/{b.n_trials} trials finished, {b.waiting} queued",
+        )
     )
     return launched
 
@@ -211,7 +222,7 @@ def run(
 
     launched = _launch(spec_file, storage)
     if warning := warn_if_many_sqlite_workers(launched.storage_url, workers):
-        err.print(f"[yellow]warning: {warning}")
+        err.print(plain(f"warning: {warning}", limit=None, style="yellow"))
     result = run_local(
         launched.spec.name,
         launched.storage_url,
@@ -220,7 +231,7 @@ def run(
         console=err,
     )
     _print_status(launched.spec.name, launched.storage_url, top=10, baselines_file=None)
-    err.print(f"worker logs: {result.log_dir}/")
+    err.print(plain(f"worker logs: {result.log_dir}/", limit=None))
     if result.interrupted:
         raise typer.Exit(130)
     if any(code != 0 for code in result.exit_codes):
@@ -235,7 +246,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
     top: Annotated[int, typer.Option(help="Trials to show in the leaderboard.")] = 10,
     baselines: Annotated[
-        Path | None, typer.Option(help="Extra baselines TOML ([[baseline]] tables).")
+        Path | None,
+        typer.Option(help=escape("Extra baselines TOML ([[baseline]] tables).")),
     ] = None,
 ) -> None:
     """Trials by state, failures by cause, and the best trials ranked next to baselines."""
@@ -280,11 +292,18 @@ def _print_status(name: str, storage: str | None, top: int, baselines_file: Path
     counts = summary["counts"]
     causes = ", ".join(f"{k} {v}" for k, v in summary["failed_by_cause"].items())
     out.print(
-        f"[bold]{name}[/] ({escape(spec.data.label)}): {summary['n_trials']} trials · "
-        f"complete {counts['complete']} · pruned {counts['pruned']} · "
-        f"failed {counts['fail']}{f' ({causes})' if causes else ''} · "
-        f"running {counts['running']} · queued {counts['waiting']}"
-        + (f" · {summary['resumed']} interrupted attempt(s) resumed" if summary["resumed"] else "")
+        Text.assemble(
+            (clean(name, 100), "bold"),
+            f" ({clean(spec.data.label, 120)}): {summary['n_trials']} trials · "
+            f"complete {counts['complete']} · pruned {counts['pruned']} · "
+            f"failed {counts['fail']}{f' ({clean(causes, 300)})' if causes else ''} · "
+            f"running {counts['running']} · queued {counts['waiting']}"
+            + (
+                f" · {summary['resumed']} interrupted attempt(s) resumed"
+                if summary["resumed"]
+                else ""
+            ),
+        )
     )
     metric = spec.objective.metric
     ranked_by = "validation accuracy" if metric == "val_accuracy" else f"{metric} ({o_dir(spec)})"
@@ -315,7 +334,7 @@ def _print_status(name: str, storage: str | None, top: int, baselines_file: Path
                     "",
                     "",
                     "",
-                    f"[dim]{row['model']} — {row['source']}",
+                    plain(f"{row['model']} — {row['source']}", style="dim"),
                     style="cyan",
                 )
             continue
@@ -333,14 +352,14 @@ def _print_status(name: str, storage: str | None, top: int, baselines_file: Path
             str(row["epochs"] or ""),
             "" if row["wall_minutes"] is None else f"{row['wall_minutes']:.1f}",
             "" if row["n_params"] is None else f"{row['n_params']:,}",
-            row["config"] or "",
+            plain(row["config"] or "", limit=None),
         )
     out.print(table)
     _print_unranked(summary["leaderboard"], top)
     _print_retrained(summary["leaderboard"])
     slurm = _slurm_status(name).get("slurm_jobs") if _went_through_slurm(study) else None
     if slurm:
-        out.print(f"Slurm: {slurm}")
+        out.print(plain(f"Slurm: {slurm}", limit=500))
 
 
 def _print_unranked(rows: list[dict[str, Any]], top: int) -> None:
@@ -497,7 +516,8 @@ def main() -> None:
     except HpsearchError as e:
         if _state["debug"]:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        # One line whatever the message holds (control characters escaped, length capped).
+        print(f"error: {clean(e, 2000)}", file=sys.stderr)
         sys.exit(1)
     except Exception as e:  # a database that fails mid-command: one line, not a traceback
         from hpsearch.storage import database_error

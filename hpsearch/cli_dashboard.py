@@ -9,12 +9,16 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from hpsearch.cli import NameArg, StorageOpt, app, err, out
+from hpsearch.display import plain
 
 BaselinesOpt = Annotated[
     Path | None,
-    typer.Option(help="Extra baselines TOML ([[baseline]] tables) added to the shipped ones."),
+    typer.Option(
+        help=escape("Extra baselines TOML ([[baseline]] tables) added to the shipped ones.")
+    ),
 ]
 
 
@@ -74,12 +78,11 @@ def dashboard(
         allow_writes=allow_writes,
     )
     mode = "read-write" if allow_writes else "read-only"
-    err.print(f"hpsearch dashboard for {mask_url(resolve_url(storage))} ({mode})")
-    out.print(f"leaderboard: {link}", soft_wrap=True, highlight=False)
+    err.print(plain(f"hpsearch dashboard for {mask_url(resolve_url(storage))} ({mode})", 400))
+    out.print(plain(f"leaderboard: {link}", limit=None), soft_wrap=True)
     out.print(
-        f"optuna-dashboard: {link.replace('/leaderboard', '/dashboard', 1)}",
+        plain(f"optuna-dashboard: {link.replace('/leaderboard', '/dashboard', 1)}", limit=None),
         soft_wrap=True,
-        highlight=False,
     )
     out.file.flush()
     try:
@@ -138,7 +141,7 @@ def report(
         return
     target = output or Path(f"{default_file_name(name)}_report.{fmt}")
     target.write_text(text, encoding="utf-8")
-    err.print(f"wrote {target} ({fmt}, {len(text.encode()):,} bytes)")
+    err.print(plain(f"wrote {target} ({fmt}, {len(text.encode()):,} bytes)", limit=None))
 
 
 def default_file_name(name: str) -> str:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hpsearch.display import clean, quoted
 from hpsearch.errors import DataError
 from hpsearch.spec import DataSpec
 
@@ -107,7 +108,7 @@ def load_arrays(dataset: str) -> Arrays:
             else f"put the Keras files of {dataset} in $HPSEARCH_DATA_DIR/{dataset}/"
         )
         raise DataError(
-            f"dataset {dataset!r} not found in {', '.join(tried)}, and the keras download "
+            f"dataset {quoted(dataset)} not found in {', '.join(tried)}, and the keras download "
             f"failed ({type(e).__name__}: {str(e)[:120]}). Fix: {hint}, or set HPSEARCH_DATA_DIR "
             "to a folder holding it"
         ) from e
@@ -128,6 +129,7 @@ def load_splits(spec: DataSpec, python_path: tuple[str, ...] = ()) -> Splits:
     if arrays is None:
         assert spec.dataset is not None
         arrays = load_arrays(spec.dataset)
+    _warn_if_not_finite(spec.label, arrays)
     rng = np.random.default_rng(spec.split_seed)
     order = rng.permutation(len(arrays.x_train))
     n_val = max(1, round(len(order) * spec.val_fraction))
@@ -142,6 +144,23 @@ def load_splits(spec: DataSpec, python_path: tuple[str, ...] = ()) -> Splits:
         x_test=_normalize(arrays.x_test),
         y_test=arrays.y_test.astype("int32"),
     )
+
+
+def _warn_if_not_finite(dataset: str, arrays: Arrays) -> None:
+    """One warning line when images hold NaN or infinite values (they would train silently)."""
+    bad = {
+        name: int(np.count_nonzero(~np.isfinite(x)))
+        for name, x in (("x_train", arrays.x_train), ("x_test", arrays.x_test))
+        if np.issubdtype(x.dtype, np.inexact)
+    }
+    if any(bad.values()):
+        counts = ", ".join(f"{name} {n:,}" for name, n in bad.items() if n)
+        _logger.warning(
+            "dataset %s: pixel values that are NaN or infinite (%s); losses and accuracies of "
+            "trials on it are meaningless. Fix: replace them (numpy.nan_to_num) in the .npz",
+            clean(dataset, 120),
+            counts,
+        )
 
 
 def _normalize(x: np.ndarray) -> np.ndarray:

@@ -9,6 +9,9 @@ its own task, which then resumes the trial from its last epoch's checkpoint.
 Site profiles (``slurm_array/<name>.toml``: partition, GPU request syntax, account, modules,
 container) give the defaults; command-line flags override them. Storage URLs in job scripts
 never carry a password: jobs authenticate with ``~/.pgpass`` or ``$HPSEARCH_DB_PASSWORD``.
+No value reaches a job script with a control character in it (a newline in ``--partition``
+would start a shell line), profile keys are checked for their shape (``env`` names, module
+names, ``#SBATCH`` options) and every path is quoted, for the shell and for ``#SBATCH`` lines.
 
 Example:
     >>> from hpsearch.slurm import SubmitOptions, render_script, submit_script
@@ -34,22 +37,28 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from hpsearch.display import clean, excerpt, has_control, quoted
 from hpsearch.env import runs_dir
 from hpsearch.errors import SubmissionError
-from hpsearch.spec import BUILTIN_BUILDER
+from hpsearch.spec import BUILTIN_BUILDER, NAME_MAX_CHARS, NAME_PATTERN, read_toml
 
 _logger = logging.getLogger(__name__)
 
 DEFAULT_PROFILE = "generic"
 JOB_NAME_PREFIX = "hpsearch-"
 _ARRAY_ITEM = r"\d+(?:-\d+(?::\d+)?)?"
-_ARRAY_RE = re.compile(rf"^({_ARRAY_ITEM}(?:,{_ARRAY_ITEM})*)(?:%(\d+))?$")
-_TIME_RE = re.compile(r"^(?:(\d+)-)?(\d{1,2}):(\d{2}):(\d{2})$")
-_MEM_RE = re.compile(r"^\d+[KMGT]?$", re.IGNORECASE)
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # as in spec.py
+# Always used with fullmatch: `$` would also match before a final newline.
+_ARRAY_RE = re.compile(rf"({_ARRAY_ITEM}(?:,{_ARRAY_ITEM})*)(?:%(\d+))?")
+_TIME_RE = re.compile(r"(?:(\d+)-)?(\d{1,2}):(\d{2}):(\d{2})")
+_MEM_RE = re.compile(r"\d+[KMGT]?", re.IGNORECASE)
+_NAME_RE = re.compile(NAME_PATTERN)
+_SLURM_NAMES_RE = re.compile(r"[A-Za-z0-9_.,:+@-]*")  # partition(s), account
+_SBATCH_OPTION_RE = re.compile(r"--[A-Za-z][A-Za-z0-9-]*(=\S+)?")
+_MODULE_RE = re.compile(r"[A-Za-z0-9_.+/@:=-]+")
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SBATCH_SAFE_RE = re.compile(r"[\w@%+=:,./-]+")
 _PLACEHOLDER = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 _SQUEUE_TIMEOUT_S = 10
 
@@ -57,7 +66,7 @@ _SQUEUE_TIMEOUT_S = 10
 class Profile(BaseModel):
     """A site profile (``slurm_array/<name>.toml``); every field can be overridden by a flag."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     description: str = ""
     template: str = "array.sbatch"
@@ -78,6 +87,73 @@ class Profile(BaseModel):
     hpsearch_cmd: str = ""
     sbatch_extra: list[str] = []
     env: dict[str, str] = {}
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        items = value if isinstance(value, list) else [value]
+        if isinstance(value, dict):
+            items = [*value, *value.values()]
+        for item in items:
+            if isinstance(item, str) and has_control(item):
+                raise ValueError(
+                    "holds a control character (a newline would start a new line of the job "
+                    f"script): {excerpt(item)}"
+                )
+        return value
+
+    @field_validator("partition", "account")
+    @classmethod
+    def _slurm_names(cls, value: str) -> str:
+        if not _SLURM_NAMES_RE.fullmatch(value):
+            raise ValueError("must be Slurm names: letters, digits, `_.,:+@-`, no spaces")
+        return value
+
+    @field_validator("gpu_request")
+    @classmethod
+    def _gpu_request(cls, value: str) -> str:
+        try:
+            line = value.format(gpus=1)
+        except (KeyError, IndexError, ValueError, AttributeError) as e:
+            raise ValueError(
+                f"is not a valid request template ({clean(e, 60)}): use {{gpus}} for the count "
+                "and no other braces"
+            ) from e
+        if "{gpus}" not in value or not _SBATCH_OPTION_RE.fullmatch(line):
+            raise ValueError("must be one sbatch option holding {gpus}, e.g. --gpus={gpus}")
+        return value
+
+    @field_validator("sbatch_extra")
+    @classmethod
+    def _sbatch_options(cls, value: list[str]) -> list[str]:
+        for option in value:
+            if not _SBATCH_OPTION_RE.fullmatch(option):
+                raise ValueError(
+                    f"each item must be one sbatch option such as --constraint=v100, not "
+                    f"{excerpt(option)}"
+                )
+        return value
+
+    @field_validator("modules")
+    @classmethod
+    def _module_names(cls, value: list[str]) -> list[str]:
+        for module in value:
+            if not _MODULE_RE.fullmatch(module):
+                raise ValueError(
+                    f"each item must be a module name such as cuda/12.2, not {excerpt(module)}"
+                )
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _ENV_NAME_RE.fullmatch(name):
+                raise ValueError(
+                    f"names must be shell variable names such as TF_CPP_MIN_LOG_LEVEL, not "
+                    f"{excerpt(name)}"
+                )
+        return value
 
 
 @dataclass(frozen=True)
@@ -174,23 +250,26 @@ def load_profile(name: str | None = None) -> tuple[str, Profile]:
     """
     name = name or os.environ.get("HPSEARCH_SLURM_PROFILE") or DEFAULT_PROFILE
     path = Path(name) if name.endswith(".toml") else templates_dir() / f"{name}.toml"
-    if not path.is_file():
+    if has_control(name) or not path.is_file():
         choices = ", ".join(available_profiles()) or f"none in {templates_dir()}"
         raise SubmissionError(
-            f"unknown Slurm profile. Received: --profile {name}. Valid choices: {choices} "
-            "(or a path to a .toml file). Example: --profile bridges2"
+            f"unknown Slurm profile. Received: --profile {clean(name, 100)}. Valid choices: "
+            f"{choices} (or a path to a .toml file). Example: --profile bridges2"
         )
+    raw = read_toml(path, "Slurm profile", error=SubmissionError, example='partition = "gpu"')
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
         return path.stem, Profile.model_validate(raw)
-    except tomllib.TOMLDecodeError as e:
-        raise SubmissionError(f"{path}: not valid TOML: {e}") from e
     except ValidationError as e:
         first = e.errors()[0]
-        loc = ".".join(str(part) for part in first["loc"])
-        raise SubmissionError(
-            f"{path}: `{loc}`: {first['msg']}. Received: {first.get('input')!r}. "
+        loc = ".".join(clean(part, 40) for part in first["loc"])
+        hint = (
             f"Valid keys: {', '.join(Profile.model_fields)}"
+            if first["type"] == "extra_forbidden"
+            else f"See {templates_dir() / 'generic.toml'} for every key with an example"
+        )
+        raise SubmissionError(
+            f"{clean(path, 300)}: `{loc}`: {clean(first['msg'], 200)}. "
+            f"Received: {excerpt(first.get('input'))}. {hint}"
         ) from e
 
 
@@ -201,10 +280,10 @@ def parse_array(text: str) -> ArraySpec:
         SubmissionError: If ``text`` is not valid array syntax.
     """
     example = "Example: --array 0-31%8 (tasks 0..31, at most 8 at once)"
-    match = _ARRAY_RE.match(text.strip())
+    match = _ARRAY_RE.fullmatch(text.strip())
     if not match:
         raise SubmissionError(
-            f"`--array` is not Slurm array syntax. Received: {text!r}. {example}"
+            f"`--array` is not Slurm array syntax. Received: {excerpt(text)}. {example}"
         )
     indices: list[int] = []
     for item in match.group(1).split(","):
@@ -213,12 +292,14 @@ def parse_array(text: str) -> ArraySpec:
         lo, hi = int(low), int(high or low)
         if hi < lo or (step and int(step) < 1):
             raise SubmissionError(
-                f"`--array` range {item!r} is empty. Received: {text!r}. {example}"
+                f"`--array` range {excerpt(item)} is empty. Received: {excerpt(text)}. {example}"
             )
         indices.extend(range(lo, hi + 1, int(step or 1)))
     throttle = None if match.group(2) is None else int(match.group(2))
     if throttle == 0:
-        raise SubmissionError(f"`--array` throttle %0 runs no task. Received: {text!r}. {example}")
+        raise SubmissionError(
+            f"`--array` throttle %0 runs no task. Received: {excerpt(text)}. {example}"
+        )
     return ArraySpec(text.strip(), tuple(sorted(set(indices))), throttle)
 
 
@@ -228,10 +309,10 @@ def time_seconds(text: str) -> int:
     Raises:
         SubmissionError: For any other format.
     """
-    match = _TIME_RE.match(text.strip())
+    match = _TIME_RE.fullmatch(text)
     if not match:
         raise SubmissionError(
-            f"`--time` must be HH:MM:SS or D-HH:MM:SS. Received: {text!r}. "
+            f"`--time` must be HH:MM:SS or D-HH:MM:SS. Received: {excerpt(text)}. "
             "Example: --time 08:00:00"
         )
     days, hours, minutes, seconds = (int(g or 0) for g in match.groups())
@@ -259,7 +340,7 @@ def script_storage_url(url: str) -> tuple[str, list[str]]:
         parsed = make_url(url)
     except (ArgumentError, ValueError) as e:
         raise SubmissionError(
-            f"`--storage` is not a database URL. Received: {mask_url(url)!r}. "
+            f"`--storage` is not a database URL. Received: {excerpt(mask_url(url))}. "
             "Example: --storage postgresql://me@db.example.org/hpsearch"
         ) from e
     if parsed.drivername.startswith("sqlite"):
@@ -280,7 +361,7 @@ def script_storage_url(url: str) -> tuple[str, list[str]]:
     if not (os.environ.get("HPSEARCH_DB_PASSWORD") or has_pgpass or option_file):
         raise SubmissionError(
             f"the storage URL carries a password, which must not go into a job script. "
-            f"Received: {mask_url(url)}. Put it in ~/.pgpass (PostgreSQL), ~/.my.cnf "
+            f"Received: {excerpt(mask_url(url))}. Put it in ~/.pgpass (PostgreSQL), ~/.my.cnf "
             "(MariaDB) or export HPSEARCH_DB_PASSWORD, and drop it from the URL. Example: "
             "--storage postgresql://me@db.example.org/hpsearch"
         )
@@ -303,27 +384,33 @@ def _merge(profile: Profile, options: SubmitOptions) -> Profile:
         return Profile.model_validate({**profile.model_dump(), **overrides})
     except ValidationError as e:
         first = e.errors()[0]
-        flag = "--" + str(first["loc"][0]).replace("_", "-")
+        key = str(first["loc"][0])
+        if key not in overrides:  # a profile value (checked when loaded): never here
+            raise SubmissionError(f"profile: `{key}` {clean(first['msg'], 200)}") from e
+        flag = "--" + key.replace("_", "-")
+        example = {"partition": "gpu", "account": "abc123", "time": "08:00:00"}.get(key, "1")
         raise SubmissionError(
-            f"`{flag}` {first['msg']}. Received: {first.get('input')!r}. Example: {flag} 1"
+            f"`{flag}` {clean(first['msg'], 200).removeprefix('Value error, ')}. "
+            f"Received: {excerpt(first.get('input'))}. Example: {flag} {example}"
         ) from e
 
 
 def _validate(settings: Profile, profile_name: str) -> None:
     if not settings.partition.strip():
         raise SubmissionError(
-            f"no partition: profile {profile_name!r} sets none and --partition was not given. "
+            f"no partition: profile {quoted(profile_name)} sets none and --partition was not "
+            "given. "
             "Received: partition=''. Example: --partition gpu (`sinfo -s` lists them)"
         )
     if settings.account_required and not settings.account.strip():
         raise SubmissionError(
-            f"profile {profile_name!r} requires an account (allocation) to charge. "
+            f"profile {quoted(profile_name)} requires an account (allocation) to charge. "
             "Received: account=''. Example: --account abc123"
         )
-    if settings.mem and not _MEM_RE.match(settings.mem):
+    if settings.mem and not _MEM_RE.fullmatch(settings.mem):
         raise SubmissionError(
-            f"`--mem` must be a number with an optional K/M/G/T unit. Received: {settings.mem!r}. "
-            "Example: --mem 16G"
+            "`--mem` must be a number with an optional K/M/G/T unit. "
+            f"Received: {excerpt(settings.mem)}. Example: --mem 16G"
         )
     limit = time_seconds(settings.time)
     if settings.signal_seconds >= limit:
@@ -333,15 +420,32 @@ def _validate(settings: Profile, profile_name: str) -> None:
         )
     if "{gpus}" not in settings.gpu_request:
         raise SubmissionError(
-            f"profile {profile_name!r}: `gpu_request` must contain {{gpus}}. "
-            f'Received: {settings.gpu_request!r}. Example: gpu_request = "--gpus={{gpus}}"'
+            f"profile {quoted(profile_name)}: `gpu_request` must contain {{gpus}}. "
+            f'Received: {excerpt(settings.gpu_request)}. Example: gpu_request = "--gpus={{gpus}}"'
         )
     image = settings.container
     if image.endswith(".sif") and not Path(image).is_file():
         raise SubmissionError(
-            f"`--container` image not found. Received: {image!r}. "
+            f"`--container` image not found. Received: {excerpt(image)}. "
             "Example: --container /ocean/containers/ngc/tensorflow/<tag>.sif"
         )
+
+
+def _safe_path(path: Path, what: str) -> Path:
+    """A folder that goes into the job script: refused if a control character is in it."""
+    if has_control(str(path)):
+        raise SubmissionError(
+            f"the {what} has a control character in its path, which would break the job "
+            f"script. Received: {excerpt(str(path))}. Example: /home/me/hpsearch"
+        )
+    return path
+
+
+def _sbatch_quote(value: str) -> str:
+    """Quote a value for an ``#SBATCH`` line (sbatch's own parser, not the shell's)."""
+    if _SBATCH_SAFE_RE.fullmatch(value):
+        return value
+    return '"' + re.sub(r'(["\\#])', r"\\\1", value) + '"'
 
 
 def _sbatch_resources(settings: Profile) -> str:
@@ -415,16 +519,21 @@ def render_script(
     from hpsearch.local import thread_env
     from hpsearch.storage import resolve_url
 
-    if not _NAME_RE.match(study):
+    if len(study) > NAME_MAX_CHARS or not _NAME_RE.fullmatch(study):
         raise SubmissionError(
-            f"study name must be letters, digits, `_`, `.` or `-`. Received: {study!r}. "
-            "Example: fashion_mnist"
+            f"study name must be letters, digits, `_`, `.` or `-` (at most {NAME_MAX_CHARS}). "
+            f"Received: {excerpt(study)}. Example: fashion_mnist"
         )
     array = parse_array(options.array)
     profile_name, profile = load_profile(options.profile)
     settings = _merge(profile, options)
     _validate(settings, profile_name)
     url, notes = script_storage_url(resolve_url(storage_url))
+    if has_control(url):
+        raise SubmissionError(
+            "the storage URL has a control character, which would break the job script. "
+            "Example: --storage postgresql://me@db.example.org/hpsearch"
+        )
     if check_study:
         from hpsearch.study import load_study
 
@@ -444,17 +553,19 @@ def render_script(
         template_path = templates_dir() / template_path
     if not template_path.is_file():
         raise SubmissionError(
-            f"profile {profile_name!r}: template not found. Received: template = "
-            f'{settings.template!r}. Example: template = "array.sbatch" (in {templates_dir()})'
+            f"profile {quoted(profile_name)}: template not found. Received: template = "
+            f"{excerpt(settings.template)}. Example: template = "
+            f'"array.sbatch" (in {templates_dir()})'
         )
-    runs = runs_dir()
+    workdir = _safe_path((workdir or Path.cwd()).resolve(), "submit directory")
+    runs = _safe_path(runs_dir(), "runs directory ($HPSEARCH_RUNS_DIR)")
     runs = runs if runs.is_absolute() else workdir / runs
     timestamp = timestamp or datetime.now().astimezone().isoformat(timespec="seconds")
     k = settings.workers_per_gpu
     launcher = ""
     if settings.container:
         launcher = f"{settings.container_cmd} {shlex.quote(settings.container)} "
-    setup = list(settings.setup) + [f"module load {m}" for m in settings.modules]
+    setup = list(settings.setup) + [f"module load {shlex.quote(m)}" for m in settings.modules]
     values = {
         "study": study,
         "profile": profile_name,
@@ -465,7 +576,8 @@ def render_script(
         "sbatch_resources": _sbatch_resources(settings),
         "time": settings.time,
         "signal_seconds": str(settings.signal_seconds),
-        "log_dir": str(runs / study / "logs"),
+        # For sbatch's own parser (quotes, `#`); a % of the path itself is written %%.
+        "log_dir": _sbatch_quote(str(runs / study / "logs").replace("%", "%%")),
         "sbatch_extra": "\n".join(f"#SBATCH {line}" for line in settings.sbatch_extra),
         "workdir": shlex.quote(str(workdir)),
         "setup": "\n".join(setup),

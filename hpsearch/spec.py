@@ -8,7 +8,10 @@ dimension of the search space is written in one of three forms::
     pooling  = {choices = ["max", "avg"]}          # a choice list
 
 Unknown keys are errors, and every error is one line that names the file, the field, what was
-received and a valid example (see :func:`load_spec`).
+received and a valid example (see :func:`load_spec`). Values are checked strictly: ``true`` or
+``"10"`` is not a number, NaN and infinity are refused, and every fixed value, range bound and
+choice must lie in its dimension's sensible range (``conv.n_blocks`` 1 to 8, dropouts in
+``[0, 1)``, learning rates in ``(0, 10]``...).
 """
 
 from __future__ import annotations
@@ -19,30 +22,43 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 import tomllib
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.fields import FieldInfo
 
-from hpsearch.errors import SpecError
+from hpsearch.display import clean, excerpt, has_control
+from hpsearch.errors import HpsearchError, SpecError
 
 BUILTIN_DATASETS = ("fashion_mnist", "mnist", "cifar10", "cifar100")
 OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adadelta"]
 Activation = Literal["relu", "elu", "gelu", "swish", "leaky_relu", "tanh"]
-Scalar = bool | int | float | str
+NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]*"
+"""A study name: letters, digits, ``_``, ``.``, ``-`` (at most :data:`NAME_MAX_CHARS`)."""
+NAME_MAX_CHARS = 100
+MAX_FILE_BYTES = 256 << 10
+"""A study file is a few kB; a larger one is refused before it is parsed."""
+MAX_NESTING = 16
+"""Tables and arrays nested deeper than this are refused (the spec itself needs 5 levels)."""
+_SEED_MAX = 2**32 - 1
+_MAX_CHOICES = 256
+Scalar = bool | int | float | Annotated[str, StringConstraints(max_length=NAME_MAX_CHARS)]
 T = TypeVar("T")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: `true` is not 1 and "10" is not 10; NaN and infinity are no numbers here.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 def _as_dim_dict(value: Any) -> Any:
@@ -95,6 +111,12 @@ class _Dim(_Strict):
             isinstance(value, int | float) and not isinstance(value, bool) and low <= value <= high
         )
 
+    def numbers(self) -> list[float]:
+        """Every number the dimension names: its fixed value, its bounds and its choices."""
+        values = [getattr(self, key, None) for key in ("value", "low", "high")]
+        values += getattr(self, "choices", None) or []
+        return [v for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+
     def to_toml(self) -> str:
         """The dimension written back as TOML (for examples and ``hpsearch validate``)."""
         data = self.model_dump(exclude_none=True, exclude_defaults=True)
@@ -112,13 +134,15 @@ class IntDim(_Dim):
     value: int | None = None
     low: int | None = None
     high: int | None = None
-    step: int = Field(1, gt=0)
+    step: int = Field(1, gt=0, le=1_000_000)
     log: bool = False
-    choices: list[int] | None = None
+    choices: list[int] | None = Field(None, max_length=_MAX_CHOICES)
 
     @model_validator(mode="after")
     def _check(self) -> IntDim:
         _check_range(self, self.low, self.high)
+        if self.log and self.step != 1:
+            raise ValueError(f"a log range needs step = 1, got step = {excerpt(self.step)}")
         return self
 
 
@@ -129,7 +153,7 @@ class FloatDim(_Dim):
     low: float | None = None
     high: float | None = None
     log: bool = False
-    choices: list[float] | None = None
+    choices: list[float] | None = Field(None, max_length=_MAX_CHOICES)
 
     @model_validator(mode="after")
     def _check(self) -> FloatDim:
@@ -141,7 +165,7 @@ class CatDim(_Dim, Generic[T]):
     """A categorical dimension: ``"relu"`` or ``{choices = ["relu", "gelu"]}``."""
 
     value: T | None = None
-    choices: list[T] | None = None
+    choices: list[T] | None = Field(None, max_length=_MAX_CHOICES)
 
     @model_validator(mode="after")
     def _check(self) -> CatDim[T]:
@@ -156,14 +180,32 @@ def _check_range(dim: _Dim, low: float | None, high: float | None) -> None:
     if low is None or high is None:
         return
     if low > high:
-        raise ValueError(f"low must be <= high, got low={low} > high={high}")
+        raise ValueError(f"low must be <= high, got low={excerpt(low)} > high={excerpt(high)}")
     if getattr(dim, "log", False) and low <= 0:
-        raise ValueError(f"a log range needs low > 0, got low={low}")
+        raise ValueError(f"a log range needs low > 0, got low={excerpt(low)}")
     if isinstance(dim, FloatDim) and not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError("low and high must be finite")
 
 
+def _within(low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> Any:
+    """A field check: every value, bound and choice of the dimension lies in the interval."""
+    interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+
+    def check(dim: _Dim | None) -> _Dim | None:
+        for x in dim.numbers() if dim is not None else []:
+            if x < low or x > high or (open_low and x == low) or (open_high and x == high):
+                raise ValueError(
+                    f"every value, bound and choice must be in {interval}; {excerpt(x)} is not"
+                )
+        return dim
+
+    return AfterValidator(check)
+
+
 BoolDim = CatDim[bool]
+Count = Annotated[IntDim, _within(1, 8)]
+Fraction = Annotated[FloatDim, _within(0, 1, open_high=True)]
+LearningRate = Annotated[FloatDim, _within(0, 10, open_low=True)]
 
 
 class DataSpec(_Strict):
@@ -176,18 +218,21 @@ class DataSpec(_Strict):
     Relative paths are relative to the study file's folder.
     """
 
-    dataset: str | None = Field(None, examples=["fashion_mnist"])
-    loader: str | None = Field(None, examples=["mydata:load"])
+    dataset: str | None = Field(None, examples=["fashion_mnist"], max_length=4096)
+    loader: str | None = Field(None, examples=["mydata:load"], max_length=300)
     val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
-    split_seed: int = 0
-    train_subset: int | None = Field(None, gt=0, examples=[12000])
-    image_size: tuple[int, int] | None = Field(None, examples=[[64, 64]])
+    split_seed: int = Field(0, ge=0, le=_SEED_MAX)
+    train_subset: int | None = Field(None, gt=0, le=10**9, examples=[12000])
+    # a TOML array: [height, width] (strict mode would want a tuple)
+    image_size: tuple[int, int] | None = Field(None, strict=False, examples=[[64, 64]])
     color_mode: Literal["rgb", "grayscale", "rgba"] = "rgb"
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, value: str | None) -> str | None:
+        if value is not None and has_control(value):
+            raise ValueError("a dataset name or path has no control characters")
         if value is not None and not value.strip():
             raise ValueError(
                 f"give one of {', '.join(BUILTIN_DATASETS)}, a .npz file or a folder of images"
@@ -202,8 +247,19 @@ class DataSpec(_Strict):
     @field_validator("image_size")
     @classmethod
     def _positive_size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
-        if value is not None and min(value) < 1:
-            raise ValueError("image_size needs two positive numbers [height, width]")
+        if value is not None and not all(1 <= v <= 8192 for v in value):
+            raise ValueError("image_size needs two whole numbers from 1 to 8192: [height, width]")
+        return value
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _two_whole_numbers(cls, value: Any) -> Any:
+        if value is not None and not (
+            isinstance(value, list | tuple)
+            and len(value) == 2
+            and all(type(v) is int for v in value)
+        ):
+            raise ValueError("image_size needs two whole numbers: [height, width]")
         return value
 
     @model_validator(mode="after")
@@ -235,7 +291,7 @@ _REFERENCE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za
 
 def check_reference(value: str) -> str:
     """Check a ``module:function`` reference such as ``mymodels:build_resnet``."""
-    if not re.match(_REFERENCE, value):
+    if not re.fullmatch(_REFERENCE, value):
         raise ValueError(
             "write module:function, e.g. mymodels:build_resnet (the module is a .py file next "
             "to the study file, on PYTHONPATH or in an installed package)"
@@ -274,11 +330,11 @@ class BudgetSpec(_Strict):
     checked after every epoch.
     """
 
-    n_trials: int = Field(gt=0, examples=[100])
-    max_epochs: int = Field(gt=0, examples=[30])
-    timeout_s: float | None = Field(None, gt=0, examples=[3600])
-    trial_timeout_s: float | None = Field(None, gt=0, examples=[1800])
-    max_consecutive_failures: int = Field(5, gt=0)
+    n_trials: int = Field(gt=0, le=1_000_000, examples=[100])
+    max_epochs: int = Field(gt=0, le=100_000, examples=[30])
+    timeout_s: float | None = Field(None, gt=0, le=1e9, examples=[3600])
+    trial_timeout_s: float | None = Field(None, gt=0, le=1e9, examples=[1800])
+    max_consecutive_failures: int = Field(5, gt=0, le=1_000_000)
 
 
 _MINIMIZED = ("loss", "error", "crossentropy", "hinge", "divergence")
@@ -293,7 +349,9 @@ class ObjectiveSpec(_Strict):
     used for selection.
     """
 
-    metric: str = Field("val_accuracy", pattern=r"^[A-Za-z0-9_]+$", examples=["val_loss"])
+    metric: str = Field(
+        "val_accuracy", pattern=r"^[A-Za-z0-9_]+$", max_length=100, examples=["val_loss"]
+    )
     direction: Literal["maximize", "minimize"] = "maximize"
 
     @model_validator(mode="before")
@@ -310,18 +368,18 @@ class SamplerSpec(_Strict):
     """Optuna sampler: TPE (default), random search or CMA-ES."""
 
     kind: Literal["tpe", "random", "cmaes"] = "tpe"
-    seed: int | None = Field(None, examples=[42])
-    n_startup_trials: int = Field(10, ge=0)
+    seed: int | None = Field(None, ge=0, le=_SEED_MAX, examples=[42])
+    n_startup_trials: int = Field(10, ge=0, le=1_000_000)
 
 
 class PrunerSpec(_Strict):
     """Optuna pruner that stops unpromising trials after an epoch; step = epochs run."""
 
     kind: Literal["hyperband", "successive_halving", "median", "none"] = "hyperband"
-    min_resource: int = Field(1, gt=0)
-    reduction_factor: int = Field(3, ge=2)
-    n_startup_trials: int = Field(5, ge=0)
-    n_warmup_steps: int = Field(1, ge=0)
+    min_resource: int = Field(1, gt=0, le=100_000)
+    reduction_factor: int = Field(3, ge=2, le=100)
+    n_startup_trials: int = Field(5, ge=0, le=1_000_000)
+    n_warmup_steps: int = Field(1, ge=0, le=100_000)
 
 
 class ConvSpace(_Strict):
@@ -331,18 +389,18 @@ class ConvSpace(_Strict):
     layers, see ``growth_every``), or, with ``filters``, are searched separately per block.
     """
 
-    n_blocks: IntDim = IntDim(low=1, high=3)
-    layers_per_block: IntDim = IntDim(low=1, high=2)
-    filters_base: IntDim | None = IntDim(choices=[16, 32, 64])
-    filters_growth: FloatDim = FloatDim(choices=[1.0, 2.0])
+    n_blocks: Count = IntDim(low=1, high=3)
+    layers_per_block: Count = IntDim(low=1, high=2)
+    filters_base: Annotated[IntDim | None, _within(1, 4096)] = IntDim(choices=[16, 32, 64])
+    filters_growth: Annotated[FloatDim, _within(1, 4)] = FloatDim(choices=[1.0, 2.0])
     growth_every: Literal["block", "layer"] = "block"
-    max_filters: int = Field(512, gt=0)
-    filters: IntDim | None = None
-    kernel_size: IntDim = IntDim(choices=[3, 5])
+    max_filters: int = Field(512, gt=0, le=16384)
+    filters: Annotated[IntDim | None, _within(1, 4096)] = None
+    kernel_size: Annotated[IntDim, _within(1, 15)] = IntDim(choices=[3, 5])
     padding: CatDim[Literal["same", "valid"]] = CatDim[Literal["same", "valid"]](value="same")
     batch_norm: BoolDim = BoolDim(choices=[False, True])
     pooling: CatDim[Literal["max", "avg"]] = CatDim[Literal["max", "avg"]](value="max")
-    dropout: FloatDim = FloatDim(low=0.0, high=0.5)
+    dropout: Fraction = FloatDim(low=0.0, high=0.5)
 
     @model_validator(mode="before")
     @classmethod
@@ -361,39 +419,41 @@ class ConvSpace(_Strict):
 class DenseSpace(_Strict):
     """Fully connected layers between the conv blocks and the softmax."""
 
-    n_layers: IntDim = IntDim(low=1, high=2)
-    units: IntDim = IntDim(choices=[64, 128, 256])
-    dropout: FloatDim = FloatDim(low=0.0, high=0.6)
+    n_layers: Annotated[IntDim, _within(0, 8)] = IntDim(low=1, high=2)
+    units: Annotated[IntDim, _within(1, 16384)] = IntDim(choices=[64, 128, 256])
+    dropout: Fraction = FloatDim(low=0.0, high=0.6)
 
 
 class SGDSpace(_Strict):
     """Sub-parameters searched only when the optimizer is SGD."""
 
-    lr: FloatDim | None = None
-    momentum: FloatDim = FloatDim(low=0.5, high=0.99)
+    lr: Annotated[FloatDim | None, _within(0, 10, open_low=True)] = None
+    momentum: Fraction = FloatDim(low=0.5, high=0.99)
     nesterov: BoolDim = BoolDim(choices=[False, True])
 
 
 class RMSpropSpace(_Strict):
     """Sub-parameters searched only when the optimizer is RMSprop."""
 
-    lr: FloatDim | None = None
-    rho: FloatDim = FloatDim(value=0.9)
-    momentum: FloatDim = FloatDim(value=0.0)
+    lr: Annotated[FloatDim | None, _within(0, 10, open_low=True)] = None
+    rho: Fraction = FloatDim(value=0.9)
+    momentum: Fraction = FloatDim(value=0.0)
 
 
 class AdamSpace(_Strict):
     """Sub-parameters searched only when the optimizer is Adam or AdamW."""
 
-    lr: FloatDim | None = None
-    beta_1: FloatDim = FloatDim(value=0.9)
+    lr: Annotated[FloatDim | None, _within(0, 10, open_low=True)] = None
+    beta_1: Fraction = FloatDim(value=0.9)
 
 
 class AdadeltaSpace(_Strict):
     """Sub-parameters searched only when the optimizer is Adadelta (it wants lr near 1)."""
 
-    lr: FloatDim | None = FloatDim(low=0.05, high=1.0, log=True)
-    rho: FloatDim = FloatDim(value=0.95)
+    lr: Annotated[FloatDim | None, _within(0, 10, open_low=True)] = FloatDim(
+        low=0.05, high=1.0, log=True
+    )
+    rho: Fraction = FloatDim(value=0.95)
 
 
 class OptimizerSpace(_Strict):
@@ -402,8 +462,8 @@ class OptimizerSpace(_Strict):
     name: CatDim[OptimizerName] = CatDim[OptimizerName](
         choices=["sgd", "adam", "adamw", "rmsprop", "adadelta"]
     )
-    lr: FloatDim = FloatDim(low=1e-4, high=1e-1, log=True)
-    weight_decay: FloatDim = FloatDim(choices=[0.0, 1e-5, 1e-4])
+    lr: LearningRate = FloatDim(low=1e-4, high=1e-1, log=True)
+    weight_decay: Annotated[FloatDim, _within(0, 1)] = FloatDim(choices=[0.0, 1e-5, 1e-4])
     sgd: SGDSpace = SGDSpace()
     rmsprop: RMSpropSpace = RMSpropSpace()
     adam: AdamSpace = AdamSpace()
@@ -414,14 +474,14 @@ class OptimizerSpace(_Strict):
 class TrainingSpace(_Strict):
     """Training loop settings that are searched."""
 
-    batch_size: IntDim = IntDim(choices=[32, 64, 128])
+    batch_size: Annotated[IntDim, _within(1, 65536)] = IntDim(choices=[32, 64, 128])
 
 
 class AugmentSpace(_Strict):
     """Light, label-preserving augmentation (active only while training)."""
 
     flip: BoolDim = BoolDim(value=False)
-    translate: FloatDim = FloatDim(value=0.0)
+    translate: Fraction = FloatDim(value=0.0)
 
 
 def _model_dim(value: Any) -> _Dim:
@@ -475,8 +535,13 @@ class SearchSpace(_Strict):
 class StudySpec(_Strict):
     """A whole study file. See ``studies/fashion_mnist.toml`` for an annotated example."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", examples=["fashion_mnist_quick"])
-    description: str = ""
+    # pydantic's patterns are Rust regexes: `$` is the end of the text, never before a "\n".
+    name: str = Field(
+        pattern=rf"^{NAME_PATTERN}$",
+        max_length=NAME_MAX_CHARS,
+        examples=["fashion_mnist_quick"],
+    )
+    description: str = Field("", max_length=10_000)
     data: DataSpec = Field(examples=[{"dataset": "fashion_mnist"}])
     budget: BudgetSpec
     objective: ObjectiveSpec = ObjectiveSpec()
@@ -484,9 +549,14 @@ class StudySpec(_Strict):
     pruner: PrunerSpec = PrunerSpec()
     model: ModelSpec = ModelSpec()
     search: SearchSpace = SearchSpace()
-    python_path: list[str] = Field(default_factory=list, examples=[["src"]])
-    warm_start: list[dict[str, Scalar]] = Field(
+    python_path: list[Annotated[str, StringConstraints(max_length=4096)]] = Field(
+        default_factory=list, max_length=100, examples=[["src"]]
+    )
+    warm_start: list[
+        dict[Annotated[str, StringConstraints(max_length=NAME_MAX_CHARS)], Scalar]
+    ] = Field(
         default_factory=list,
+        max_length=1000,
         examples=[[{"conv.n_blocks": 1, "optimizer.name": "sgd", "optimizer.lr": 0.01}]],
     )
 
@@ -538,15 +608,80 @@ def load_spec(path: str | Path) -> StudySpec:
         'fashion_mnist'
     """
     path = Path(path)
+    raw = read_toml(path, "study file", example="n_trials = 100")
+    return spec_from_dict(raw, source=clean(path, 300), base_dir=path.parent)
+
+
+def read_toml(
+    path: Path,
+    what: str,
+    *,
+    error: type[HpsearchError] = SpecError,
+    example: str = 'name = "my_study"',
+) -> dict[str, Any]:
+    """Read a small TOML file (a study, a site profile, a baselines file) with one-line errors.
+
+    Args:
+        path: The file.
+        what: What it is, for messages ("study file").
+        error: The error class to raise.
+        example: A valid line, for the "not valid TOML" message.
+    Returns:
+        The parsed tables.
+    Raises:
+        HpsearchError: ``error``, if the file cannot be read, is larger than
+            :data:`MAX_FILE_BYTES`, is not UTF-8, is not valid TOML or nests tables or arrays
+            deeper than :data:`MAX_NESTING` levels.
+    """
+    where = clean(path, 300)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read the study file ({e.strerror or e})") from e
+        with open(path, "rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except (OSError, ValueError) as e:
+        reason = getattr(e, "strerror", None) or clean(e, 200)
+        raise error(f"{where}: cannot read the {what} ({reason})") from e
+    if len(data) > MAX_FILE_BYTES:
+        raise error(
+            f"{where}: the {what} is larger than {MAX_FILE_BYTES >> 10} KiB; is it the right "
+            f"file? Example: {example}"
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise error(
+            f"{where}: the {what} is not UTF-8 text (byte {data[e.start]:#04x} at offset "
+            f"{e.start} cannot be decoded). Save it as UTF-8"
+        ) from e
     try:
         raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"{path}: not valid TOML: {e}. Example: n_trials = 100") from e
-    return spec_from_dict(raw, source=str(path), base_dir=path.parent)
+    except RecursionError as e:
+        raise error(
+            f"{where}: tables or arrays nested deeper than Python can parse (more than "
+            f"{MAX_NESTING} levels are refused). Example: {example}"
+        ) from e
+    except ValueError as e:  # TOMLDecodeError, or an integer of more than 4300 digits
+        raise error(f"{where}: not valid TOML: {clean(e, 200)}. Example: {example}") from e
+    if _nesting(raw) > MAX_NESTING:
+        raise error(
+            f"{where}: tables or arrays nested more than {MAX_NESTING} levels deep. "
+            f"Example: {example}"
+        )
+    return raw
+
+
+def _nesting(value: Any) -> int:
+    """How deep tables and arrays nest (up to one past the limit; iterative, no recursion)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            break
+        if isinstance(item, Mapping):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
 
 
 def spec_from_dict(
@@ -628,15 +763,16 @@ def _check_warm_start(spec: StudySpec, source: str) -> None:
     dims = param_dimensions(spec.search, spec.model.builder)
     for i, config in enumerate(spec.warm_start):
         for key, value in config.items():
-            where = f"{source}: `warm_start[{i}].{key}`"
+            where = f"{source}: `warm_start[{i}].{clean(key, 40)}`"
             if key not in dims:
+                names = ", ".join(sorted(dims))
                 raise SpecError(
-                    f"{where} is not a parameter of this search space. Received: {key!r}. "
-                    f"Valid names: {', '.join(sorted(dims))}"
+                    f"{where} is not a parameter of this search space. Received: "
+                    f"{excerpt(key, 40)}. Valid names: {clean(names, 220)}"
                 )
             if not dims[key].contains(value):
                 raise SpecError(
-                    f"{where} is outside its search dimension. Received: {_toml_value(value)}. "
+                    f"{where} is outside its search dimension. Received: {excerpt(value)}. "
                     f"Example: {key.rsplit('.', 1)[-1]} = {dims[key].to_toml()}"
                 )
 
@@ -644,9 +780,16 @@ def _check_warm_start(spec: StudySpec, source: str) -> None:
 def _format_validation_error(source: str, error: ValidationError) -> str:
     first = error.errors()[0]
     loc: Sequence[Any] = [p for p in first["loc"] if p != "value"]
-    field = ".".join(str(p) for p in loc) or "(top level)"
     kind, msg = first["type"], first["msg"].removeprefix("Value error, ")
+    if loc[:1] == ["warm_start"] and len(loc) >= 3:
+        # `warm_start[0].conv.n_blocks`, without the union member pydantic tried last.
+        loc = [f"warm_start[{loc[1]}]", *loc[2:3]]
+        if kind.endswith("_type") or kind == "finite_number":
+            msg = "must be a finite number, a short string or true/false"
+    field = ".".join(clean(p, 30) for p in loc) or "(top level)"
+    example_loc = loc
     if kind == "extra_forbidden":
+        example_loc = loc[:-1]  # an example of the table the unknown key is in
         parent_fields = _fields_at(loc[:-1])
         msg = "is not a known field" + (
             f" (valid here: {', '.join(parent_fields)})" if parent_fields else ""
@@ -655,8 +798,10 @@ def _format_validation_error(source: str, error: ValidationError) -> str:
         msg = "is required"
     else:
         msg = f"is invalid: {msg}"
-    received = "nothing" if kind == "missing" else _toml_value(first.get("input"))
-    return f"{source}: `{field}` {msg}. Received: {received}. Example: {_example_at(loc)}"
+    received = "nothing" if kind == "missing" else excerpt(first.get("input"))
+    msg = clean(msg, 200)
+    example = _example_at(example_loc)
+    return f"{source}: `{field}` {msg}. Received: {received}. Example: {example}"
 
 
 def _field_at(loc: Sequence[Any]) -> tuple[str, FieldInfo] | None:
@@ -691,6 +836,8 @@ def _model_type(annotation: Any) -> Any:
 
 
 def _example_at(loc: Sequence[Any]) -> str:
+    if loc and str(loc[0]).startswith("warm_start"):
+        return '[[warm_start]] "optimizer.lr" = 0.01'
     found = _field_at(loc)
     if found is None:
         return 'name = "my_study"'

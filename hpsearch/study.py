@@ -18,6 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from hpsearch import __version__
+from hpsearch.display import clean, quoted
 from hpsearch.errors import SpecError, StorageError
 from hpsearch.space import searched_params
 from hpsearch.spec import StudySpec, spec_from_dict
@@ -191,14 +192,15 @@ def load_study(
     if name not in summaries:
         known = ", ".join(sorted(summaries)) or "none"
         raise StorageError(
-            f"no study named {name!r} in {mask_url(url)} (studies there: {known}). "
+            f"no study named {quoted(name)} in {mask_url(url)} (studies there: "
+            f"{clean(known, 300)}). "
             "Fix: run `hpsearch launch STUDY.toml` first, or pass the right --storage"
         )
     raw = stored_attr(summaries[name], ATTR_SPEC)
     if raw is None:
         raise StorageError(
-            f"study {name!r} in {mask_url(url)} was not created by hpsearch launch (no stored "
-            "spec). Fix: run `hpsearch launch` with its study file"
+            f"study {quoted(name)} in {mask_url(url)} was not created by hpsearch launch (no "
+            "stored spec). Fix: run `hpsearch launch` with its study file"
         )
     spec = spec_from_dict(raw, source=f"study {name} (stored spec)")
     study = optuna.load_study(

@@ -152,7 +152,10 @@ def test_objective_direction_follows_the_metric(tmp_path: Path) -> None:
 
 
 def test_ranking_follows_the_direction() -> None:
-    rows = [Row("trial", None, v, study="s", trial=i, state="complete") for i, v in enumerate([0.5, 0.2, 0.9])]
+    rows = [
+        Row("trial", None, v, study="s", trial=i, state="complete")
+        for i, v in enumerate([0.5, 0.2, 0.9])
+    ]
     assert [r.trial for r in rank(rows, [], direction="minimize")] == [1, 0, 2]
     assert [r.trial for r in rank(rows, [], direction="maximize")] == [2, 0, 1]
 

@@ -212,7 +212,7 @@ def test_password_without_another_way_in_is_refused(
 
 BAD_OPTIONS = {
     "bad array": (["--partition", "gpu", "--array", "0-31%"], "`--array` is not Slurm array"),
-    "empty range": (["--partition", "gpu", "--array", "5-2"], "`--array` range '5-2' is empty"),
+    "empty range": (["--partition", "gpu", "--array", "5-2"], '`--array` range "5-2" is empty'),
     "throttle 0": (["--partition", "gpu", "--array", "0-3%0"], "throttle %0"),
     "no array": (["--partition", "gpu"], "`--array` is required"),
     "unknown profile": (
@@ -319,7 +319,7 @@ def test_parse_array(text: str, indices: tuple[int, ...], throttle: int | None) 
 def test_time_seconds() -> None:
     assert time_seconds("08:00:00") == 8 * 3600
     assert time_seconds("1-02:03:04") == 93784
-    with pytest.raises(SubmissionError, match="Received: '8h'"):
+    with pytest.raises(SubmissionError, match='Received: "8h"'):
         time_seconds("8h")
 
 
@@ -439,3 +439,143 @@ def test_custom_builder_is_import_checked_and_its_path_goes_into_the_script(
     assert "the job could not import slurm_models:build" in lines[0]
     assert f"PYTHONPATH={project}:" in lines[0] and "no module 'slurm_models'" in lines[0]
     assert not (tmp_path / "runs" / "custom" / "sbatch").exists()
+
+
+# --- issue 16: nothing a user types becomes a line of the job script ---------------------------
+
+INJECTED = {
+    "partition": ["--partition", "gpu\ntouch /tmp/pwned"],
+    "account": ["--partition", "gpu", "--account", "abc\ntouch /tmp/pwned"],
+    "time": ["--partition", "gpu", "--time", "04:00:00\ntouch /tmp/pwned"],
+    "mem": ["--partition", "gpu", "--mem", "16G\ntouch /tmp/pwned"],
+    "container": ["--partition", "gpu", "--container", "x\ntouch /tmp/pwned"],
+    "partition with a space": ["--partition", "gpu --wrap=id"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(INJECTED))
+def test_control_characters_in_flags_are_refused(
+    case: str,
+    fake_slurm: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'never.db'}"  # refused before the study is looked up
+    code, out, err = cli(
+        capsys, "submit", "smoke", "--storage", url, "--array", "0", *INJECTED[case]
+    )
+    assert code == 1, (out, err)
+    assert len(err.strip().splitlines()) == 1 and err.startswith("error: `--"), err
+    assert "Example: --" in err
+    assert fake_slurm.read_text() == "" and not (tmp_path / "never.db").exists()
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_newline_in_the_runs_or_submit_directory_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    options = SubmitOptions("0", partition="gpu")
+    monkeypatch.setenv("HPSEARCH_RUNS_DIR", str(tmp_path / "runs\ntouch pwned"))
+    with pytest.raises(SubmissionError, match=r"the runs directory .* control character"):
+        render_script("smoke", "sqlite:///x.db", options, check_study=False, workdir=tmp_path)
+    monkeypatch.setenv("HPSEARCH_RUNS_DIR", str(tmp_path / "runs"))
+    weird = tmp_path / "a\nb"
+    weird.mkdir()
+    with pytest.raises(SubmissionError, match=r"the submit directory .* Received: .*a\\nb"):
+        render_script("smoke", "sqlite:///x.db", options, check_study=False, workdir=weird)
+
+
+@pytest.mark.parametrize("name", ["smoke\n", "smoke\nid", "x" * 101, "../x"])
+def test_study_names_are_matched_whole(name: str) -> None:
+    with pytest.raises(SubmissionError, match="study name must be"):
+        render_script(name, None, SubmitOptions("0", partition="gpu"), check_study=False)
+
+
+def test_a_trailing_newline_does_not_pass_a_format_check() -> None:
+    with pytest.raises(SubmissionError, match=r"`--time` must be .* Received: \"04:00:00\\n\""):
+        time_seconds("04:00:00\n")
+
+
+PROFILE_ERRORS = {
+    "env name": ('env = {"A B" = "1"}', "`env`: Value error, names must be shell variable names"),
+    "env value": ('env = {A = "1\\nid"}', "`env`: Value error, holds a control character"),
+    "module": ('modules = ["cuda; id"]', "each item must be a module name"),
+    "module newline": ('modules = ["cuda\\nid"]', "holds a control character"),
+    "sbatch_extra": ('sbatch_extra = ["x --wrap=id"]', "each item must be one sbatch option"),
+    "sbatch_extra newline": ('sbatch_extra = ["--x\\nid"]', "holds a control character"),
+    "gpu_request {0}": ('gpu_request = "--gres=gpu:{0}"', "not a valid request template"),
+    "gpu_request {": ('gpu_request = "--gres=gpu:{"', "not a valid request template"),
+    "gpu_request attr": ('gpu_request = "{gpus.x}"', "not a valid request template"),
+    "gpu_request two": ('gpu_request = "--gpus={gpus} --wrap=id"', "one sbatch option"),
+    "setup newline": ('setup = ["module purge\\nid"]', "holds a control character"),
+    "hpsearch_cmd": ('hpsearch_cmd = "python\\rid"', "holds a control character"),
+    "bool as int": ("gpus_per_task = true", "`gpus_per_task`: Input should be a valid integer"),
+    "not utf-8": (b"partition = '\xff'", "is not UTF-8 text"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROFILE_ERRORS))
+def test_profile_values_are_checked_with_one_line(tmp_path: Path, case: str) -> None:
+    line, message = PROFILE_ERRORS[case]
+    profile = tmp_path / "site.toml"
+    raw = line if isinstance(line, bytes) else line.encode()
+    profile.write_bytes(b'partition = "gpu"\n' + raw)
+    with pytest.raises(SubmissionError) as info:
+        render_script("x", None, SubmitOptions("0", profile=str(profile)), check_study=False)
+    text = str(info.value)
+    assert message in text and "\n" not in text and len(text) < 500, text
+
+
+def sbatch_argument(line: str) -> str:
+    """The first argument of an ``#SBATCH`` line as sbatch reads it (quotes, `\\`, `#`)."""
+    rest, arg, quote, i = line.removeprefix("#SBATCH").lstrip(), [], "", 0
+    while i < len(rest) and (quote or not rest[i].isspace()):
+        c = rest[i]
+        if c == "\\" and i + 1 < len(rest):
+            arg.append(rest[i + 1])
+            i += 2
+            continue
+        if quote and c == quote:
+            quote = ""
+        elif not quote and c in "\"'":
+            quote = c
+        elif not quote and c == "#":
+            break
+        else:
+            arg.append(c)
+        i += 1
+    return "".join(arg)
+
+
+def test_paths_are_quoted_for_sbatch_and_for_bash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weird but legal folder names: the job script runs (bash) and sbatch reads --output."""
+    workdir = tmp_path / "my runs $(touch pwned) `id` ; #x 'q\" 50%"
+    workdir.mkdir()
+    monkeypatch.setenv("HPSEARCH_RUNS_DIR", "runs")
+    profile = tmp_path / "site.toml"
+    profile.write_text('partition = "gpu"\nhpsearch_cmd = "echo"\nenv = {X_Y = "a b $(id)"}\n')
+    job = render_script(
+        "smoke",
+        "sqlite:///x.db",
+        SubmitOptions("0", profile=str(profile), time="01:00:00"),
+        check_study=False,
+        workdir=workdir,
+    )
+    (output,) = [line for line in job.script.splitlines() if line.startswith("#SBATCH --output")]
+    logs = str(workdir / "runs" / "smoke" / "logs").replace("%", "%%")
+    assert sbatch_argument(output) == f"--output={logs}/%A_%a.out"
+    script = tmp_path / "job.sh"
+    script.write_text(job.script)
+    env = {**os.environ, "SLURM_ARRAY_JOB_ID": "1", "SLURM_ARRAY_TASK_ID": "0"}
+    import subprocess
+
+    result = subprocess.run(
+        ["bash", str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert not list(tmp_path.rglob("pwned")) and "uid=" not in result.stdout
+    assert "worker --study smoke" in result.stdout  # `echo` stands in for hpsearch

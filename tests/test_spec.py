@@ -64,7 +64,7 @@ def test_fingerprint_changes_with_the_spec(tmp_path: Path) -> None:
             r"`search\.conv\.n_blokcs` is not a known field "
             r"\(valid here: n_blocks,",
             "2",
-            "n_blokcs",
+            r"\[search\.conv\] n_blocks = \{low = 1, high = 3\}",
         ),
         (
             '[search.conv]\nn_blocks = "three"',
