@@ -45,6 +45,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import optuna
 
 from hpsearch.baselines import Baseline, load_baselines
+from hpsearch.display import percent
 from hpsearch.errors import HpsearchError
 from hpsearch.markdown import md_code, md_text
 from hpsearch.report import LeaderboardRowCache, leaderboard, list_studies
@@ -447,8 +448,8 @@ def note_markdown(board: dict[str, Any]) -> str:
         lines.append("No complete trial yet.")
     else:
         lines.append(
-            f"**Best trial #{best['trial']}**: val {_pct(best['val_accuracy'])}, "
-            f"test {_pct(best['test_accuracy'])}, {best['epochs']} epochs, "
+            f"**Best trial #{best['trial']}**: val {_percent(best['val_accuracy'])}, "
+            f"test {_percent(best['test_accuracy'])}, {best['epochs']} epochs, "
             f"{md_code(best['config'] or '')}"
         )
     if board["baselines"]:
@@ -463,7 +464,7 @@ def note_markdown(board: dict[str, Any]) -> str:
             verdict = "—" if ours is None else ("**beats**" if b["model"] in beaten else "below")
             delta = "" if ours is None else f" ({(ours - b['accuracy']) * 100:+.2f} pt)"
             lines.append(
-                f"| {md_text(b['model'])} | {md_text(b['metric'])} | {_pct(b['accuracy'])} | "
+                f"| {md_text(b['model'])} | {md_text(b['metric'])} | {_percent(b['accuracy'])} | "
                 f"{verdict}{delta} | {md_text(b['source'])} |"
             )
         lines += ["", f"Beats {len(beaten)} of {len(board['baselines'])} baselines."]
@@ -499,10 +500,6 @@ def write_study_notes(
         except Exception as e:  # noqa: BLE001 - a note is a convenience, never fatal
             _logger.warning("could not write the note of study %s: %s", info.name, e)
     return written
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value * 100:.2f} %"
 
 
 # --------------------------------------------------------------------------------------------
@@ -591,3 +588,7 @@ def make_dashboard_server(
     if token:
         link += f"?token={token}"
     return server, link
+
+
+def _percent(value: float | None) -> str:
+    return percent(value, missing="—")

@@ -132,3 +132,11 @@ def _escape(match: re.Match[str]) -> str:
 
 
 __all__ = ["EXCERPT_CHARS", "clean", "excerpt", "has_control", "plain", "quoted"]
+
+
+def percent(value: float | None, missing: str = "") -> str:
+    """An accuracy (a fraction) as a percentage with two decimals: ``0.9418`` -> ``94.18%``;
+    ``missing`` for None or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return missing
+    return f"{value * 100:.2f}%"

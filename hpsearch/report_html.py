@@ -27,6 +27,7 @@ from optuna.trial import TrialState
 
 from hpsearch import __version__
 from hpsearch.baselines import load_baselines
+from hpsearch.display import percent
 from hpsearch.errors import SpecError
 from hpsearch.markdown import md_code, md_fence, md_text
 from hpsearch.report import leaderboard, state_label
@@ -199,7 +200,7 @@ def svg_history(
         f"({last['best_val_accuracy'] * 100:.2f}%)</text>"
         f'<rect x="{lx}" y="24" width="14" height="3" fill="{TEST_COLOR}"/>'
         f'<text x="{lx + 18}" y="29">test accuracy of that trial '
-        f"({_pct(last['best_test_accuracy'])})</text></g>"
+        f"({percent(last['best_test_accuracy'])})</text></g>"
     )
     parts.append("</svg>")
     return "\n".join(parts)
@@ -331,7 +332,7 @@ _APART = (
 
 def _cells(r: dict[str, Any]) -> list[str]:
     if r["kind"] == "baseline":
-        acc = _pct(r["test_accuracy"])
+        acc = percent(r["test_accuracy"])
         return [
             "", "baseline", "", acc if r["metric"] == "val" else "",
             acc if r["metric"] != "val" else "", "", "", "", "", "",
@@ -341,8 +342,8 @@ def _cells(r: dict[str, Any]) -> list[str]:
         "" if r["rank"] is None else str(r["rank"]),
         r["study"] or "",
         str(r["trial"]),
-        _pct(r["val_accuracy"]),
-        _pct(r["test_accuracy"]),
+        percent(r["val_accuracy"]),
+        percent(r["test_accuracy"]),
         f"★ {len(r['beats'])}" if r["beats"] else "",
         "" if r["epochs"] is None else str(r["epochs"]),
         _num(r["wall_minutes"]),
@@ -393,7 +394,7 @@ def render_html(
     summary = " · ".join(f"{k} {v}" for k, v in counts.items() if v)
     best_html = "<p>No complete trial yet.</p>"
     if best is not None:
-        items = [("trial", str(best.number)), ("validation accuracy", _pct(best.value))]
+        items = [("trial", str(best.number)), ("validation accuracy", percent(best.value))]
         items += [(f"param {k}", _plain(v)) for k, v in sorted(best.params.items())]
         items += [(f"attr {k}", _plain(v)) for k, v in sorted(best.user_attrs.items())]
         curve = ", ".join(
@@ -511,7 +512,7 @@ def render_markdown(
         out.append("No complete trial yet.")
     else:
         out += ["| key | value |", "|---|---|", f"| trial | {best.number} |"]
-        out.append(f"| validation accuracy | {_pct(best.value)} |")
+        out.append(f"| validation accuracy | {percent(best.value)} |")
         for label, items in (("param", best.params), ("attr", best.user_attrs)):
             out += [
                 f"| {label} {md_code(k, in_table=True)} | {md_text(_plain(v))} |"
@@ -519,12 +520,6 @@ def render_markdown(
             ]
     out += ["", "## Study file", "", md_fence(spec_toml or "(not stored)", "toml"), ""]
     return "\n".join(out)
-
-
-def _pct(value: float | None) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value * 100:.2f}%"
 
 
 def _num(value: float | None) -> str:
@@ -540,7 +535,7 @@ def _plain(value: Any) -> str:
 def _pm(mean: float | None, std: float | None) -> str:
     if mean is None:
         return ""
-    return _pct(mean) + ("" if std is None else f" ± {std * 100:.2f}%")
+    return percent(mean) + ("" if std is None else f" ± {std * 100:.2f}%")
 
 
 def _retrained(board: dict[str, Any]) -> list[list[str]]:
@@ -551,8 +546,8 @@ def _retrained(board: dict[str, Any]) -> list[list[str]]:
         [
             str(r["trial"]),
             r["study"] or "",
-            _pct(r["val_accuracy"]),
-            _pct(r["test_accuracy"]),
+            percent(r["val_accuracy"]),
+            percent(r["test_accuracy"]),
             _pm(r.get("retrain_val_mean"), r.get("retrain_val_std")),
             _pm(r.get("retrain_test_mean"), r.get("retrain_test_std")),
             str(r["retrain_seeds"]),

@@ -477,7 +477,7 @@ def test_study_notes_for_plain_optuna_dashboard(storage: optuna.storages.BaseSto
 
     assert write_study_notes(storage, BASELINES) == 3
     note = optuna_dashboard.get_note(optuna.load_study(study_name="alpha", storage=storage))
-    assert "Best trial #0" in note and "| B-test | test | 93.00 % | **beats** (+0.50 pt)" in note
+    assert "Best trial #0" in note and "| B-test | test | 93.00% | **beats** (+0.50 pt)" in note
     assert "Beats 2 of 2 baselines." in note
     assert write_study_notes(storage, BASELINES) == 0  # unchanged: not rewritten
 
