@@ -135,6 +135,17 @@ def test_run_says_why_it_stopped_and_what_remains() -> None:
     assert stop_summary(_result(timeout, interrupted=True))[0].startswith("interrupted")
 
 
+def test_worker_writes_why_it_stopped_where_run_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpsearch import worker
+
+    monkeypatch.setenv(worker.STOP_FILE_ENV, str(tmp_path / "worker_3.stop.json"))
+    result = worker._stopped(4, "timeout of 570 s reached", "timeout")
+    assert (result.kind, result.trials_run) == ("timeout", 4)
+    assert _read_stop(tmp_path, 3, 0) == WorkerStop(3, "timeout", "timeout of 570 s reached", 0)
+
+
 def test_worker_stop_file_else_last_log_line(tmp_path: Path) -> None:
     (tmp_path / "worker_0.stop.json").write_text(
         json.dumps({"kind": "timeout", "message": "timeout of 5 s reached", "trials_run": 2})
