@@ -128,7 +128,8 @@ def _main(
 @app.command()
 def init(
     directory: Annotated[
-        Path, typer.Argument(help="Folder to write the study file to (created if missing).")
+        Path,
+        typer.Argument(help="Folder to write the study file to (created if missing), or a .toml."),
     ] = Path("."),
     example: Annotated[
         str,

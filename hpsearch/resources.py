@@ -60,7 +60,8 @@ def write_example(
     """Copy the shipped study ``name`` to ``directory/<name>.toml`` (``hpsearch init``).
 
     Args:
-        directory: Folder to write to; created if missing. Defaults to the current directory.
+        directory: Folder to write to, created if missing, or a ``.toml`` file name. Defaults
+            to the current directory.
         name: A shipped study (:func:`example_studies`). Defaults to the CPU-sized demo.
         force: Overwrite an existing file.
     Returns:
@@ -74,7 +75,9 @@ def write_example(
             f"`--example` is not a shipped study. Received: {name!r}. Valid choices: "
             f"{', '.join(examples)}. Example: --example {DEFAULT_EXAMPLE}"
         )
-    target = Path(directory) / f"{name}.toml"
+    target = Path(directory)
+    if target.suffix != ".toml":
+        target = target / f"{name}.toml"
     if target.exists() and not force:
         raise SpecError(
             f"{target} already exists; nothing written. Fix: pass --force to overwrite it, or "

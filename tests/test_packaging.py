@@ -91,6 +91,7 @@ def test_init_writes_a_shipped_study_and_never_overwrites(tmp_path: Path) -> Non
     with pytest.raises(SpecError, match=r"Received: 'cifar100'. Valid choices: cifar10, "):
         write_example(tmp_path, "cifar100")
     assert write_example(tmp_path).name == "fashion_mnist_quick.toml"
+    assert write_example(tmp_path / "mine.toml", "mnist") == tmp_path / "mine.toml"
 
 
 def test_studies_lists_counts_by_state_and_best(tmp_path: Path) -> None:
