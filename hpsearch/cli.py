@@ -158,7 +158,7 @@ def studies(
     storage: StorageOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
 ) -> None:
-    """List the studies on a storage: trials by state and best value. Writes nothing."""
+    """List the studies on a storage: trials by state and best value."""
     from hpsearch.study import list_study_overviews
 
     found = list_study_overviews(storage)

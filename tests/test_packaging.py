@@ -11,7 +11,7 @@ import pytest
 import tomllib
 
 from hpsearch import __version__
-from hpsearch.errors import SpecError, SubmissionError
+from hpsearch.errors import SpecError, StorageError, SubmissionError
 from hpsearch.local import RunResult, WorkerStop, _read_stop, stop_summary
 from hpsearch.resources import FOLDERS, example_studies, shipped_dir, write_example
 from hpsearch.slurm import SubmitOptions, available_profiles, load_profile, render_script
@@ -110,6 +110,10 @@ def test_studies_lists_counts_by_state_and_best(tmp_path: Path) -> None:
     assert (a.name, a.best_value, a.counts["complete"]) == ("a", 2.0, 1)
     assert (b.name, b.dataset, b.best_value, b.n_trials) == ("b", "mnist", 0.9, 4)
     assert (b.counts["complete"], b.counts["fail"], b.counts["waiting"]) == (2, 1, 1)
+    typo = tmp_path / "hpserch.db"
+    with pytest.raises(StorageError, match=r"sqlite:///.*hpserch.db: no such SQLite database"):
+        list_study_overviews(f"sqlite:///{typo}")
+    assert not typo.exists()
 
 
 def _result(stops: list[WorkerStop], finished: int = 18, interrupted: bool = False) -> RunResult:
