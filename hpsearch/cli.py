@@ -318,11 +318,15 @@ def _print_run_end(name: str, url: str, result: Any) -> None:
             f". {remaining} of {result.budget.n_trials} trials remain: run the same command "
             "again to continue"
         )
-    err.print(f"[{'yellow' if remaining else 'green'}]{escape(why)}")
+    err.print(f"[{'yellow' if remaining else 'green'}]{escape(why)}", soft_wrap=True)
     opt = "" if url == resolve_url(None) else f" --storage {shlex.quote(mask_url(url))}"
     err.print(
-        f"next: hpsearch status {name}{opt} · hpsearch best {name} --export best_{name}/{opt} · "
-        f"hpsearch dashboard{opt}"
+        escape(
+            f"next: hpsearch status {name}{opt} · hpsearch best {name} --export best_{name}/"
+            f"{opt} · hpsearch dashboard{opt}"
+        ),
+        soft_wrap=True,
+        highlight=False,
     )
 
 
