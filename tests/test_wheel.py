@@ -116,13 +116,23 @@ def test_every_user_path_from_a_folder_outside_the_checkout(installed: Installed
     # A starter study from the shipped ones, made tiny: 2 trials.
     assert "wrote smoke.toml" in h.ok("init", "--example", "smoke").stdout
     study = h.work / "smoke.toml"
-    study.write_text(study.read_text().replace("n_trials = 6", "n_trials = 2"))
+    text = study.read_text()
+    study.write_text(text.replace("n_trials = 6", "n_trials = 2\ntimeout_s = 1"))
     assert h.run("init", "--example", "smoke").returncode == 1  # never overwrites
     assert "smoke.toml: OK" in h.ok("validate", "smoke.toml").stdout
     assert h.ok("launch", "smoke.toml", "--storage", url).stdout.strip() == "smoke"
+    # The worker stops after its first trial (timeout_s), and the run says so.
     run = h.ok("run", "smoke.toml", "--workers", "1", "--storage", url)
-    assert "done: the study's budget of 2 trials is reached" in run.stderr
+    assert (
+        "stopped: each worker reached the study's budget.timeout_s (1 s). 1 of 2 trials "
+        "remain: run the same command again to continue"
+    ) in run.stderr
     assert "next: hpsearch status smoke" in run.stderr
+    # More budget (no timeout) extends the study instead of refusing the changed file.
+    study.write_text(text.replace("n_trials = 6", "n_trials = 2"))
+    run = h.ok("run", "smoke.toml", "--workers", "1", "--storage", url)
+    assert "extended (budget.timeout_s 1.0 → None), continuing study smoke" in run.stderr
+    assert "done: the study's budget of 2 trials is reached" in run.stderr
 
     listed = json.loads(h.ok("studies", "--storage", url, "--json").stdout)
     assert [s["name"] for s in listed] == ["smoke"]
