@@ -8,11 +8,15 @@ export HPSEARCH_STORAGE ?= sqlite:///hpsearch.db
 
 .PHONY: install demo test test-fast lint clean data browser
 
-install: $(VENV)/.installed data browser  ## venv + package + test tools + Fashion-MNIST + chromium (idempotent)
+install: $(VENV)/.installed-test data browser  ## venv + package + test tools + Fashion-MNIST + chromium (idempotent)
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed-demo: pyproject.toml  ## the package and what it needs to run, nothing else
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-demo  ## + test tools, drivers, jax
 	$(BIN)/pip install --quiet -e '.[test,jax]'
 	touch $@
 
@@ -28,7 +32,7 @@ browser:  ## Debian's chromium for the dashboard browser tests (skipped without 
 	else (apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
 	      (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)); fi
 
-demo: install  ## search Fashion-MNIST CNNs with 2 local workers (~15 min on 2 cores)
+demo: $(VENV)/.installed-demo data  ## search Fashion-MNIST CNNs with 2 local workers (3-8 min on 2 cores, see README)
 	$(BIN)/hpsearch run studies/fashion_mnist_quick.toml --workers 2
 
 test: install  ## type check, then every test this machine can run (slow, PostgreSQL, MariaDB, Slurm, browser)

@@ -90,9 +90,23 @@ SpecArg = Annotated[Path, typer.Argument(help="Study file, e.g. studies/fashion_
 NameArg = Annotated[str, typer.Argument(help="Study name (the `name` in its study file).")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from hpsearch import __version__
+
+        print(f"hpsearch {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _main(
     ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", is_eager=True, callback=_print_version
+        ),
+    ] = False,
     log_level: Annotated[
         str, typer.Option(help="Logging level (or $HPSEARCH_LOG_LEVEL).", show_default=False)
     ] = "",
@@ -111,6 +125,74 @@ def _main(
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+
+
+@app.command()
+def init(
+    directory: Annotated[
+        Path,
+        typer.Argument(help="Folder to write the study file to (created if missing), or a .toml."),
+    ] = Path("."),
+    example: Annotated[
+        str,
+        typer.Option(
+            help="Shipped study to start from: fashion_mnist_quick (CPU-sized demo), "
+            "fashion_mnist, mnist, cifar10 (GPU-sized) or smoke (trials take seconds)."
+        ),
+    ] = "fashion_mnist_quick",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a starter study file (a copy of a shipped study) to edit and run."""
+    from hpsearch.resources import write_example
+
+    path = write_example(directory, example, force=force)
+    out.print(f"wrote {path}")
+    err.print(
+        escape(
+            f"next: edit it (name, [data], [budget], [search]), then `hpsearch validate {path}` "
+            f"and `hpsearch run {path} --workers 2`"
+        )
+    )
+
+
+@app.command()
+def studies(
+    storage: StorageOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
+) -> None:
+    """List the studies on a storage: trials by state and best value."""
+    from hpsearch.study import list_study_overviews
+
+    found = list_study_overviews(storage)
+    if as_json:
+        rows = [
+            {
+                "name": o.name,
+                "dataset": o.dataset,
+                "direction": o.direction,
+                "n_trials": o.n_trials,
+                "counts": o.counts,
+                "best_value": o.best_value,
+            }
+            for o in found
+        ]
+        out.print_json(json.dumps(rows))
+        return
+    table = Table(title_justify="left")
+    table.add_column("study")
+    table.add_column("dataset")
+    states = ("complete", "pruned", "fail", "running", "waiting")
+    for column in ("trials", *states, "best"):
+        table.add_column(column, justify="right")
+    for o in found:
+        table.add_row(
+            escape(o.name),
+            escape(o.dataset or ""),
+            str(o.n_trials),
+            *(str(o.counts.get(state, 0)) for state in states),
+            _fmt(o.best_value),
+        )
+    out.print(table if found else "no studies on this storage")
 
 
 @app.command()
@@ -169,6 +251,8 @@ def _launch(spec_file: Path, storage: str | None) -> Any:
     spec = launched.spec
     b = budget_state(launched.study, spec)
     verb = "created" if launched.created else "continuing"
+    if launched.changes:
+        verb = f"extended ({', '.join(launched.changes)}), continuing"
     err.print(
         Text.assemble(
             f"{verb} study ",
@@ -232,11 +316,37 @@ def run(
     )
     _print_status(launched.spec.name, launched.storage_url, top=10, baselines_file=None)
     err.print(plain(f"worker logs: {result.log_dir}/", limit=None))
+    _print_run_end(launched.spec.name, launched.storage_url, result)
     if result.interrupted:
         raise typer.Exit(130)
     if any(code != 0 for code in result.exit_codes):
         err.print(f"[red]workers exited with codes {result.exit_codes}; see the logs above")
         raise typer.Exit(1)
+
+
+def _print_run_end(name: str, url: str, result: Any) -> None:
+    """Why `hpsearch run` ended, how many trials remain, and what to type next."""
+    import shlex
+
+    from hpsearch.local import stop_summary
+    from hpsearch.storage import mask_url, resolve_url
+
+    why, remaining = stop_summary(result)
+    if remaining and result.budget is not None:
+        why += (
+            f". {remaining} of {result.budget.n_trials} trials remain: run the same command "
+            "again to continue"
+        )
+    err.print(f"[{'yellow' if remaining else 'green'}]{escape(why)}", soft_wrap=True)
+    opt = "" if url == resolve_url(None) else f" --storage {shlex.quote(mask_url(url))}"
+    err.print(
+        escape(
+            f"next: hpsearch status {name}{opt} · hpsearch best {name} --export best_{name}/"
+            f"{opt} · hpsearch dashboard{opt}"
+        ),
+        soft_wrap=True,
+        highlight=False,
+    )
 
 
 @app.command()

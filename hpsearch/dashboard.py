@@ -35,7 +35,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from http.cookies import SimpleCookie
-from importlib import resources
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
@@ -69,26 +68,14 @@ class DashboardError(HpsearchError, ValueError):
 
 
 def assets_dir() -> Path:
-    """The folder with the leaderboard's HTML/CSS/JS (``dashboard/`` of the source tree).
-
-    Looks in the installed package (``hpsearch/static/dashboard``) first, then in the top-level
-    ``dashboard/`` folder next to the package (a checkout or ``pip install -e .``).
+    """The folder with the leaderboard's HTML/CSS/JS (``dashboard/`` of the repository).
 
     Raises:
-        DashboardError: If neither exists.
+        HpsearchError: If the installation lacks it (see :mod:`hpsearch.resources`).
     """
-    candidates = [
-        Path(str(resources.files("hpsearch").joinpath("static", "dashboard"))),
-        Path(__file__).resolve().parent.parent / "dashboard",
-    ]
-    for folder in candidates:
-        if (folder / "leaderboard.html").is_file():
-            return folder
-    raise DashboardError(
-        "dashboard assets not found (looked in "
-        + ", ".join(str(c) for c in candidates)
-        + "). Fix: install hpsearch from its checkout with `pip install -e .`"
-    )
+    from hpsearch.resources import DASHBOARD, shipped_dir
+
+    return shipped_dir(DASHBOARD)
 
 
 def is_loopback(host: str) -> bool:

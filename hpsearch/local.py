@@ -7,13 +7,14 @@ cleanly: the trials in flight are re-queued and resume from their checkpoints ne
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
@@ -23,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from hpsearch.env import runs_dir
 from hpsearch.preemption import raise_if_stop_requested, stop_signals
 from hpsearch.study import BudgetState, budget_state, load_study
+from hpsearch.worker import STOP_FILE_ENV
 
 _logger = logging.getLogger(__name__)
 
@@ -42,12 +44,53 @@ def thread_env(threads: int) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class WorkerStop:
+    """Why one local worker stopped: ``kind`` is ``budget``, ``timeout``, ``n_trials``,
+    ``preempted``, ``failures`` (from the worker's stop file) or ``exit`` (it wrote none)."""
+
+    index: int
+    kind: str
+    message: str
+    exit_code: int
+
+
+@dataclass(frozen=True)
 class RunResult:
     """Outcome of a local run: the workers' exit codes and whether it was interrupted."""
 
     exit_codes: list[int]
     interrupted: bool
     log_dir: Path
+    stops: list[WorkerStop] = field(default_factory=list)
+    budget: BudgetState | None = None
+    timeout_s: float | None = None
+
+
+def stop_summary(result: RunResult) -> tuple[str, int]:
+    """Why the run ended, in one line, and how many trials of the budget remain.
+
+    Example: ``("stopped: each worker reached the study's timeout_s (570 s)", 12)``.
+    """
+    budget = result.budget
+    remaining = 0 if budget is None else max(0, budget.n_trials - budget.finished)
+    kinds = {stop.kind for stop in result.stops}
+    if result.interrupted:
+        why = "interrupted: the trials in flight were re-queued and resume from their checkpoints"
+    elif budget is not None and remaining == 0:
+        why = f"done: the study's budget of {budget.n_trials} trials is reached"
+    elif bad := [s for s in result.stops if s.kind in ("failures", "exit")]:
+        why = "stopped: " + "; ".join(
+            f"worker {s.index} {s.message}"
+            if s.kind == "failures"
+            else f"worker {s.index} exited with code {s.exit_code}: {s.message}"
+            for s in bad
+        )
+    elif kinds == {"timeout"}:
+        limit = "" if result.timeout_s is None else f" ({result.timeout_s:g} s)"
+        why = f"stopped: each worker reached the study's budget.timeout_s{limit}"
+    else:
+        why = "stopped: " + "; ".join(f"worker {s.index} {s.message}" for s in result.stops)
+    return why, remaining
 
 
 def run_local(
@@ -75,11 +118,13 @@ def run_local(
     log_dir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
     for i in range(workers):
+        _stop_file(log_dir, i).unlink(missing_ok=True)
         env = {
             **os.environ,
             **thread_env(threads),
             "HPSEARCH_STORAGE": storage_url,
             "HPSEARCH_WORKER_INDEX": str(i),
+            STOP_FILE_ENV: str(_stop_file(log_dir, i).resolve()),
             "PYTHONUNBUFFERED": "1",
         }
         with open(log_dir / f"worker_{i}.log", "ab") as log:
@@ -126,8 +171,33 @@ def run_local(
                 "[yellow]interrupted: stopping workers (trials in flight are re-queued)"
             )
             _stop(procs)
-        _update(progress, task, study, budget_state(study, spec), procs, spec.objective.metric)
-    return RunResult([p.wait() for p in procs], interrupted, log_dir)
+        budget = budget_state(study, spec)
+        _update(progress, task, study, budget, procs, spec.objective.metric)
+    codes = [p.wait() for p in procs]
+    stops = [_read_stop(log_dir, i, code) for i, code in enumerate(codes)]
+    return RunResult(codes, interrupted, log_dir, stops, budget, spec.budget.timeout_s)
+
+
+def _stop_file(log_dir: Path, index: int) -> Path:
+    return log_dir / f"worker_{index}.stop.json"
+
+
+def _read_stop(log_dir: Path, index: int, code: int) -> WorkerStop:
+    """The worker's stop file, else the last line of its log (it crashed or was killed)."""
+    try:
+        record = json.loads(_stop_file(log_dir, index).read_text(encoding="utf-8"))
+        return WorkerStop(index, str(record["kind"]), str(record["message"]), code)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    last = ""
+    try:
+        with open(log_dir / f"worker_{index}.log", "rb") as log:
+            log.seek(max(0, log.seek(0, os.SEEK_END) - 4096))
+            lines = log.read().decode("utf-8", "replace").strip().splitlines()
+            last = lines[-1].strip() if lines else ""
+    except OSError:
+        pass
+    return WorkerStop(index, "exit", last[:300] or "no log output", code)
 
 
 def _update(

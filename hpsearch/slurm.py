@@ -226,20 +226,39 @@ class ArrayJob:
         return f"{self.job_id}: {', '.join(parts)}"
 
 
-def templates_dir() -> Path:
-    """``$HPSEARCH_SLURM_DIR``, else ``./slurm_array``, else the one next to the package."""
+def profile_dirs() -> list[Path]:
+    """Folders searched for profiles and templates, first match wins.
+
+    ``$HPSEARCH_SLURM_DIR``, then ``./slurm_array`` (your own site profiles), then the profiles
+    shipped with hpsearch (:func:`hpsearch.resources.shipped_dir`), so a folder with only your
+    site's profile still finds ``bridges2``, ``expanse``, ``generic`` and ``array.sbatch``.
+    """
+    from hpsearch.resources import SLURM, shipped_dir
+
+    found: list[Path] = []
     env = os.environ.get("HPSEARCH_SLURM_DIR")
-    if env:
-        return Path(env)
-    here = Path("slurm_array")
-    if here.is_dir():
-        return here.resolve()
-    return Path(__file__).resolve().parent.parent / "slurm_array"
+    for folder in (Path(env) if env else None, Path("slurm_array"), shipped_dir(SLURM)):
+        if folder is not None and folder.is_dir() and folder.resolve() not in found:
+            found.append(folder.resolve())
+    return found
+
+
+def _find(filename: str, first: Path | None = None) -> Path | None:
+    """``filename`` in ``first`` (a profile's own folder), else in :func:`profile_dirs`."""
+    for folder in ([first] if first else []) + profile_dirs():
+        if (folder / filename).is_file():
+            return folder / filename
+    return None
 
 
 def available_profiles() -> list[str]:
-    """Names of the profiles in :func:`templates_dir`."""
-    return sorted(p.stem for p in templates_dir().glob("*.toml"))
+    """Names of the profiles in :func:`profile_dirs`."""
+    return sorted({p.stem for folder in profile_dirs() for p in folder.glob("*.toml")})
+
+
+def _profile_path(name: str | None) -> tuple[str, Path | None]:
+    name = name or os.environ.get("HPSEARCH_SLURM_PROFILE") or DEFAULT_PROFILE
+    return name, Path(name) if name.endswith(".toml") else _find(f"{name}.toml")
 
 
 def load_profile(name: str | None = None) -> tuple[str, Profile]:
@@ -248,13 +267,13 @@ def load_profile(name: str | None = None) -> tuple[str, Profile]:
     Raises:
         SubmissionError: If the profile does not exist or has an invalid key.
     """
-    name = name or os.environ.get("HPSEARCH_SLURM_PROFILE") or DEFAULT_PROFILE
-    path = Path(name) if name.endswith(".toml") else templates_dir() / f"{name}.toml"
-    if has_control(name) or not path.is_file():
-        choices = ", ".join(available_profiles()) or f"none in {templates_dir()}"
+    name, path = _profile_path(name)
+    if has_control(name) or path is None or not path.is_file():
+        choices = ", ".join(available_profiles()) or "none"
         raise SubmissionError(
             f"unknown Slurm profile. Received: --profile {clean(name, 100)}. Valid choices: "
-            f"{choices} (or a path to a .toml file). Example: --profile bridges2"
+            f"{choices} (in {', '.join(map(str, profile_dirs()))}; or a path to a .toml file). "
+            "Example: --profile bridges2"
         )
     raw = read_toml(path, "Slurm profile", error=SubmissionError, example='partition = "gpu"')
     try:
@@ -265,7 +284,7 @@ def load_profile(name: str | None = None) -> tuple[str, Profile]:
         hint = (
             f"Valid keys: {', '.join(Profile.model_fields)}"
             if first["type"] == "extra_forbidden"
-            else f"See {templates_dir() / 'generic.toml'} for every key with an example"
+            else f"See {_find('generic.toml') or 'generic.toml'} for every key with an example"
         )
         raise SubmissionError(
             f"{clean(path, 300)}: `{loc}`: {clean(first['msg'], 200)}. "
@@ -548,14 +567,15 @@ def render_script(
     if check_study and spec.uses_custom_code:
         env.setdefault("PYTHONPATH", job_python_path(spec.python_path))
         notes += check_importable(spec, workdir, env["PYTHONPATH"], settings)
-    template_path = Path(settings.template)
-    if not template_path.is_absolute():
-        template_path = templates_dir() / template_path
-    if not template_path.is_file():
+    template_path: Path | None = Path(settings.template)
+    if template_path is not None and not template_path.is_absolute():
+        own = _profile_path(options.profile)[1]
+        template_path = _find(settings.template, first=own.parent if own else None)
+    if template_path is None or not template_path.is_file():
         raise SubmissionError(
             f"profile {quoted(profile_name)}: template not found. Received: template = "
             f"{excerpt(settings.template)}. Example: template = "
-            f'"array.sbatch" (in {templates_dir()})'
+            f'"array.sbatch" (in {", ".join(map(str, profile_dirs()))})'
         )
     workdir = _safe_path((workdir or Path.cwd()).resolve(), "submit directory")
     runs = _safe_path(runs_dir(), "runs directory ($HPSEARCH_RUNS_DIR)")
@@ -796,6 +816,6 @@ __all__ = [
     "script_storage_url",
     "status_for_study",
     "submit_script",
-    "templates_dir",
+    "profile_dirs",
     "time_seconds",
 ]

@@ -4,14 +4,17 @@ The spec is stored with the study (system attrs ``hpsearch:spec`` and ``hpsearch
 studies launched by earlier versions hold them as user attrs, which are still read), so workers
 need only the study name and the storage URL. System attrs keep ``optuna studies``, which
 prints every user attr, at one short line per study. Launching the same file again continues
-the study; launching a changed file under an existing name is refused.
+the study; a file whose only changes are ``budget.n_trials``, ``budget.timeout_s`` or
+``budget.max_epochs`` extends it (the stored spec is updated); launching any other change under
+an existing name is refused.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -92,6 +95,38 @@ class Launched:
     spec: StudySpec
     created: bool
     storage_url: str
+    changes: list[str] = field(default_factory=list)
+    """Budget changes applied to a continued study, e.g. ``["budget.n_trials 30 → 60"]``."""
+
+
+BUDGET_FIELDS = ("n_trials", "timeout_s", "max_epochs")
+"""Budget fields that may change when a study is launched again: the study is extended."""
+
+
+def budget_changes(stored: object, spec: StudySpec) -> list[str]:
+    """How ``spec`` differs from the stored spec if only :data:`BUDGET_FIELDS` changed, else [].
+
+    Args:
+        stored: The study's stored spec (user attr ``hpsearch:spec``).
+        spec: The spec being launched.
+    """
+    if not isinstance(stored, dict):
+        return []
+    try:
+        old = spec_from_dict(stored, source="stored spec").model_dump(mode="json")
+    except SpecError:
+        return []
+    new = spec.model_dump(mode="json")
+    old_budget, new_budget = old.pop("budget"), new.pop("budget")
+    changes = [
+        f"budget.{key} {old_budget.get(key)} → {new_budget.get(key)}"
+        for key in BUDGET_FIELDS
+        if old_budget.get(key) != new_budget.get(key)
+    ]
+    for key in BUDGET_FIELDS:
+        old_budget.pop(key, None)
+        new_budget.pop(key, None)
+    return changes if old == new and old_budget == new_budget else []
 
 
 def dataset_key(spec: StudySpec) -> str:
@@ -128,23 +163,33 @@ def launch_study(
     storage = get_storage(url, heartbeat=False)
     existing = {s.study_name: s for s in storage.get_all_studies()}
     if spec.name in existing:
-        stored = existing[spec.name].user_attrs.get(ATTR_FINGERPRINT)
+        attrs = existing[spec.name].user_attrs
+        stored = attrs.get(ATTR_FINGERPRINT)
+        changes: list[str] = []
         if stored is not None and stored != spec.fingerprint():
-            raise SpecError(
-                f"study {spec.name!r} already exists in {mask_url(url)} with a different spec "
-                f"(stored {stored}, file {spec.fingerprint()}). Fix: give the changed study a "
-                f'new name, e.g. name = "{spec.name}_v2"'
-            )
+            changes = budget_changes(stored_attr(existing[spec.name], ATTR_SPEC), spec)
+            if not changes:
+                raise SpecError(
+                    f"study {spec.name!r} already exists in {mask_url(url)} with a different "
+                    f"spec (stored {stored}, file {spec.fingerprint()}); only budget.n_trials, "
+                    "budget.timeout_s and budget.max_epochs may change. Fix: give the changed "
+                    f'study a new name, e.g. name = "{spec.name}_v2"'
+                )
         study = optuna.load_study(
             study_name=spec.name,
             storage=storage,
             sampler=make_sampler(spec),
             pruner=make_pruner(spec),
         )
+        if changes:
+            set_study_system_attr(study, ATTR_SPEC, spec.model_dump(mode="json"))
+            set_study_system_attr(study, ATTR_SPEC_TOML, spec_toml)
+            study.set_user_attr(ATTR_FINGERPRINT, spec.fingerprint())
+            _logger.info("extended study %s: %s", spec.name, ", ".join(changes))
         if stored is not None:
             _set_metric_name(study, spec)  # studies made before hpsearch set it
             _logger.info("continuing study %s in %s", spec.name, mask_url(url))
-            return Launched(study, spec, created=False, storage_url=url)
+            return Launched(study, spec, created=False, storage_url=url, changes=changes)
     else:
         study = optuna.create_study(
             study_name=spec.name,
@@ -267,3 +312,97 @@ def budget_state(study: optuna.Study, spec: StudySpec) -> BudgetState:
         failed=count[TrialState.FAIL],
         n_trials=spec.budget.n_trials,
     )
+
+
+@dataclass(frozen=True)
+class StudyOverview:
+    """One line of ``hpsearch studies``: a study, its trials by state and its best value."""
+
+    name: str
+    dataset: str | None
+    direction: str
+    counts: dict[str, int]
+    best_value: float | None
+
+    @property
+    def n_trials(self) -> int:
+        """All trials of the study, whatever their state."""
+        return sum(self.counts.values())
+
+
+def list_study_overviews(storage_url: str | None = None) -> list[StudyOverview]:
+    """Every study on a storage, with its trial counts by state and best value, by name.
+
+    On an SQL storage this reads two aggregate queries, not the trials.
+
+    Args:
+        storage_url: Storage URL; see :func:`hpsearch.storage.resolve_url` for the default.
+    Raises:
+        StorageError: If the storage cannot be opened, or is an SQLite file that does not
+            exist (a typo must not create an empty database).
+    """
+    url = resolve_url(storage_url)
+    _require_sqlite_file(url)
+    storage = get_storage(url, heartbeat=False)
+    studies = storage.get_all_studies()
+    zero = {state.name.lower(): 0 for state in TrialState}
+    counts: dict[int, dict[str, int]] = {s._study_id: dict(zero) for s in studies}
+    best: dict[int, tuple[float | None, float | None]] = {}
+    if isinstance(storage, optuna.storages.RDBStorage):
+        import sqlalchemy as sa
+
+        with storage.engine.connect() as conn:
+            for study_id, state, n in conn.execute(
+                sa.text("SELECT study_id, state, COUNT(*) FROM trials GROUP BY study_id, state")
+            ):
+                counts.setdefault(int(study_id), dict(zero))[str(state).lower()] = int(n)
+            for study_id, high, low in conn.execute(
+                sa.text(
+                    "SELECT t.study_id, MAX(v.value), MIN(v.value) FROM trials t "
+                    "JOIN trial_values v ON v.trial_id = t.trial_id "
+                    "WHERE t.state = 'COMPLETE' AND v.objective = 0 GROUP BY t.study_id"
+                )
+            ):
+                best[int(study_id)] = (high, low)
+    else:
+        for s in studies:
+            trials = storage.get_all_trials(s._study_id, deepcopy=False)
+            for t in trials:
+                key = t.state.name.lower()
+                counts[s._study_id][key] = counts[s._study_id].get(key, 0) + 1
+            values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.values]
+            best[s._study_id] = (max(values, default=None), min(values, default=None))
+    overviews = []
+    for s in studies:
+        direction = s.directions[0].name.lower() if len(s.directions) == 1 else "multi"
+        high, low = best.get(s._study_id, (None, None))
+        value = low if direction == "minimize" else high
+        dataset = s.user_attrs.get(ATTR_DATASET)
+        overviews.append(
+            StudyOverview(
+                name=s.study_name,
+                dataset=None if dataset is None else str(dataset),
+                direction=direction,
+                counts=counts.get(s._study_id, {}),
+                best_value=None if value is None or direction == "multi" else float(value),
+            )
+        )
+    return sorted(overviews, key=lambda o: o.name)
+
+
+def _require_sqlite_file(url: str) -> None:
+    """Refuse an SQLite URL whose file does not exist, instead of creating it."""
+    import sqlalchemy as sa
+
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return  # get_storage reports it
+    path = parsed.database or ""
+    if parsed.get_backend_name() == "sqlite" and path not in ("", ":memory:"):
+        if not Path(path).is_file():
+            raise StorageError(
+                f"storage {mask_url(url)}: no such SQLite database ({Path(path).resolve()} does "
+                "not exist). Fix: check the path in --storage or $HPSEARCH_STORAGE, e.g. "
+                "sqlite:///hpsearch.db (relative to the current directory)"
+            )

@@ -11,10 +11,12 @@ last checkpoint.
 from __future__ import annotations
 
 import gc
+import json
 import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
@@ -28,6 +30,10 @@ from hpsearch.study import budget_state, load_study
 
 _logger = logging.getLogger(__name__)
 
+STOP_FILE_ENV = "HPSEARCH_STOP_FILE"
+"""Where a worker writes why it stopped (JSON: kind, message, trials_run); ``hpsearch run`` reads
+it. ``kind`` is one of ``budget``, ``timeout``, ``n_trials``, ``preempted``, ``failures``."""
+
 
 @dataclass(frozen=True)
 class WorkerResult:
@@ -36,6 +42,7 @@ class WorkerResult:
     trials_run: int
     stopped_because: str
     preempted: bool = False
+    kind: str = ""
 
 
 def default_worker_index() -> int:
@@ -87,24 +94,28 @@ def run_worker(
     with stop_signals():
         while True:
             if signal_name := stop_requested():  # its exception was lost: hpsearch.preemption
-                return _stopped(trials_run, f"preempted ({signal_name})", preempted=True)
+                return _stopped(
+                    trials_run, f"preempted ({signal_name})", "preempted", preempted=True
+                )
             if n_trials is not None and trials_run >= n_trials:
-                return _stopped(trials_run, f"ran its {n_trials} trial(s)")
+                return _stopped(trials_run, f"ran its {n_trials} trial(s)", "n_trials")
             if timeout_s is not None and time.monotonic() - started >= timeout_s:
-                return _stopped(trials_run, f"timeout of {timeout_s:g} s reached")
+                return _stopped(trials_run, f"timeout of {timeout_s:g} s reached", "timeout")
             fail_stale_trials(study)  # a dead worker's trial must not hold the budget (the
             budget = budget_state(study, spec)  # storage asks once per heartbeat interval)
             if budget.exhausted and budget.running:  # unless a running one's worker is dead
                 fail_stale_trials(study, now=True)
                 budget = budget_state(study, spec)
             if budget.exhausted:
-                return _stopped(trials_run, f"study budget of {budget.n_trials} trials reached")
+                return _stopped(
+                    trials_run, f"study budget of {budget.n_trials} trials reached", "budget"
+                )
             objective.current_trial_id = None
             try:
                 study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
             except Preempted as e:
                 _requeue_interrupted(study, objective.current_trial_id)
-                return _stopped(trials_run, f"preempted ({e})", preempted=True)
+                return _stopped(trials_run, f"preempted ({e})", "preempted", preempted=True)
             trials_run += 1
             trial = (
                 None
@@ -112,14 +123,16 @@ def run_worker(
                 else get_trial(study, objective.current_trial_id)
             )
             if trial is not None and trial.user_attrs.get("hpsearch:fail_reason") == "budget":
-                return _stopped(trials_run - 1, "study budget reached (surplus trial)")
+                return _stopped(trials_run - 1, "study budget reached (surplus trial)", "budget")
             if trial is not None and trial.state == TrialState.FAIL:
                 failures_in_a_row += 1
                 if failures_in_a_row >= spec.budget.max_consecutive_failures:
-                    raise HpsearchError(
-                        f"stopping: {failures_in_a_row} trials in a row failed; last: "
+                    why = (
+                        f"{failures_in_a_row} trials in a row failed; last: "
                         f"{trial.user_attrs.get('hpsearch:error', 'unknown error')}"
                     )
+                    _record_stop("failures", why, trials_run)
+                    raise HpsearchError(f"stopping: {why}")
             else:
                 failures_in_a_row = 0
 
@@ -156,6 +169,19 @@ def _requeue_interrupted(study: optuna.Study, trial_id: int | None) -> None:
         )
 
 
-def _stopped(trials_run: int, why: str, preempted: bool = False) -> WorkerResult:
+def _stopped(trials_run: int, why: str, kind: str, preempted: bool = False) -> WorkerResult:
     _logger.info("[%s] worker stops after %d trial(s): %s", log_prefix(), trials_run, why)
-    return WorkerResult(trials_run, why, preempted)
+    _record_stop(kind, why, trials_run)
+    return WorkerResult(trials_run, why, preempted, kind)
+
+
+def _record_stop(kind: str, why: str, trials_run: int) -> None:
+    """Write why this worker stopped to ``$HPSEARCH_STOP_FILE``, if set (by ``hpsearch run``)."""
+    path = os.environ.get(STOP_FILE_ENV)
+    if not path:
+        return
+    record = {"kind": kind, "message": why, "trials_run": trials_run}
+    try:
+        Path(path).write_text(json.dumps(record), encoding="utf-8")
+    except OSError as e:
+        _logger.warning("[%s] cannot write %s: %s", log_prefix(), path, e)

@@ -38,6 +38,11 @@ def test_run_two_workers_finishes_the_budget(smoke_run) -> None:  # type: ignore
     assert "created study smoke" in result.stderr
     assert "Leaderboard: ranked by validation accuracy" in result.stdout
     assert "FC network (workshop base code)" in result.stdout  # baselines beside trials
+    # The run ends saying why it stopped and what to type next.
+    assert "done: the study's budget of 6 trials is reached" in result.stderr
+    assert f"next: hpsearch status smoke --storage {url}" in result.stderr
+    stop = json.loads((runs / "smoke" / "logs" / "worker_0.stop.json").read_text())
+    assert stop["kind"] == "budget" and "budget of 6 trials reached" in stop["message"]
     summary = json.loads(hpsearch("status", "smoke", "--json", "--storage", url).stdout)
     counts = summary["counts"]
     assert counts["complete"] + counts["pruned"] >= 6 and counts["running"] == 0

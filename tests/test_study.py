@@ -30,15 +30,42 @@ def test_changed_spec_under_same_name_is_refused(sqlite_url: str, tmp_path: Path
     text = (STUDIES / "smoke.toml").read_text()
     launch_study(load_spec(STUDIES / "smoke.toml"), text, sqlite_url)
     changed = tmp_path / "smoke.toml"
-    changed.write_text(text.replace("n_trials = 6", "n_trials = 7"))
+    # A search-space change, even together with a budget change, is a different study.
+    changed.write_text(
+        text.replace("n_trials = 6", "n_trials = 7").replace("high = 0.3", "high = 0.4")
+    )
     with pytest.raises(
         SpecError,
-        match=r"study 'smoke' already exists .* with a different spec"
-        r".*name = \"smoke_v2\"",
+        match=r"study 'smoke' already exists .* with a different spec.*only budget.n_trials, "
+        r"budget.timeout_s and budget.max_epochs may change.*name = \"smoke_v2\"",
     ):
         launch_study(load_spec(changed), changed.read_text(), sqlite_url)
     study, spec = load_study("smoke", sqlite_url)
     assert spec.budget.n_trials == 6 and len(study.trials) == 1  # nothing changed
+
+
+def test_raising_the_budget_extends_the_study(sqlite_url: str, tmp_path: Path) -> None:
+    text = (STUDIES / "smoke.toml").read_text()
+    study = launch_study(load_spec(STUDIES / "smoke.toml"), text, sqlite_url).study
+    trial = study.ask()
+    study.tell(trial, 0.5)
+    bigger = tmp_path / "smoke.toml"
+    bigger.write_text(
+        text.replace("n_trials = 6", "n_trials = 12\ntimeout_s = 600").replace(
+            "max_epochs = 3", "max_epochs = 5"
+        )
+    )
+    launched = launch_study(load_spec(bigger), bigger.read_text(), sqlite_url)
+    assert not launched.created
+    assert launched.changes == [
+        "budget.n_trials 6 → 12",
+        "budget.timeout_s None → 600.0",
+        "budget.max_epochs 3 → 5",
+    ]
+    study, spec = load_study("smoke", sqlite_url)  # what workers read: the new budget
+    assert (spec.budget.n_trials, spec.budget.max_epochs, spec.budget.timeout_s) == (12, 5, 600)
+    assert [t.value for t in study.trials] == [0.5]  # the finished trial (the warm start) stays
+    assert launch_study(load_spec(bigger), "", sqlite_url).changes == []  # same file: continue
 
 
 def test_load_unknown_study_lists_known(sqlite_url: str) -> None:
