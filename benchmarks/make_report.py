@@ -66,6 +66,13 @@ SECTIONS = (
         "not run yet",
     ),
     (
+        "storage_after_package",
+        "storage: after the storage package (PostgreSQL, 1,000 trials, 8 and 32 workers)",
+        ".venv/bin/python benchmarks/storage.py --backends postgresql --sizes 1000 "
+        "--workers 8,32 --trials 320 --repeats 1 --limit-workers 0 --name storage_after_package",
+        "not run yet",
+    ),
+    (
         "constant_liar_before",
         "constant liar, before the storage package (hpsearch 3ab51d4)",
         "PYTHONPATH=<checkout of 3ab51d4> .venv/bin/python benchmarks/constant_liar.py "
@@ -163,7 +170,7 @@ def _key_figure(name: str, data: dict[str, Any]) -> str:
             ]
             figure = "mean best val acc: " + ", ".join(parts)
             return figure + ("; mean time to target: " + ", ".join(times) if times else "")
-        if name in ("storage", "storage_20k"):
+        if name in ("storage", "storage_20k", "storage_after_package"):
             rows = [r for res in data["results"].values() for r in res.get("rows", [])]
             rows = [r for r in rows if r["backend"] == "postgresql" and "died" not in r]
             modes: dict[tuple[int, int], dict[str, float]] = {}

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -342,8 +341,7 @@ def list_study_overviews(storage_url: str | None = None) -> list[StudyOverview]:
             exist (a typo must not create an empty database).
     """
     url = resolve_url(storage_url)
-    _require_sqlite_file(url)
-    storage = get_storage(url, heartbeat=False)
+    storage = get_storage(url, heartbeat=False, read_only=True)
     studies = storage.get_all_studies()
     zero = {state.name.lower(): 0 for state in TrialState}
     counts: dict[int, dict[str, int]] = {s._study_id: dict(zero) for s in studies}
@@ -388,21 +386,3 @@ def list_study_overviews(storage_url: str | None = None) -> list[StudyOverview]:
             )
         )
     return sorted(overviews, key=lambda o: o.name)
-
-
-def _require_sqlite_file(url: str) -> None:
-    """Refuse an SQLite URL whose file does not exist, instead of creating it."""
-    import sqlalchemy as sa
-
-    try:
-        parsed = sa.engine.make_url(url)
-    except sa.exc.ArgumentError:
-        return  # get_storage reports it
-    path = parsed.database or ""
-    if parsed.get_backend_name() == "sqlite" and path not in ("", ":memory:"):
-        if not Path(path).is_file():
-            raise StorageError(
-                f"storage {mask_url(url)}: no such SQLite database ({Path(path).resolve()} does "
-                "not exist). Fix: check the path in --storage or $HPSEARCH_STORAGE, e.g. "
-                "sqlite:///hpsearch.db (relative to the current directory)"
-            )

@@ -111,7 +111,7 @@ def test_studies_lists_counts_by_state_and_best(tmp_path: Path) -> None:
     assert (b.name, b.dataset, b.best_value, b.n_trials) == ("b", "mnist", 0.9, 4)
     assert (b.counts["complete"], b.counts["fail"], b.counts["waiting"]) == (2, 1, 1)
     typo = tmp_path / "hpserch.db"
-    with pytest.raises(StorageError, match=r"sqlite:///.*hpserch.db: no such SQLite database"):
+    with pytest.raises(StorageError, match=r"sqlite:///.*hpserch.db: there is no such database"):
         list_study_overviews(f"sqlite:///{typo}")
     assert not typo.exists()
 
