@@ -1,5 +1,5 @@
 """``hpsearch dashboard`` and ``hpsearch report``: thin wrappers over :mod:`hpsearch.dashboard`
-and :mod:`hpsearch.report_html`."""
+and :mod:`hpsearch.report`."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def report(
     """
     from hpsearch.baselines import load_baselines
     from hpsearch.dashboard import write_study_notes
-    from hpsearch.report_html import build_report
+    from hpsearch.report import build_report
     from hpsearch.storage import get_storage
 
     if fmt is None:

@@ -46,8 +46,8 @@ import optuna
 from hpsearch.baselines import Baseline, load_baselines
 from hpsearch.display import percent
 from hpsearch.errors import HpsearchError
+from hpsearch.leaderboard import LeaderboardRowCache, leaderboard, list_studies
 from hpsearch.markdown import md_code, md_text
-from hpsearch.report import LeaderboardRowCache, leaderboard, list_studies
 from hpsearch.storage import get_storage, mask_url, resolve_url
 
 _logger = logging.getLogger(__name__)
@@ -262,7 +262,7 @@ class DashboardApp:
         if path.rstrip("/") == "/api/leaderboard":
             return _json_response(start_response, self.board(query))
         if path == "/leaderboard/plot.svg":
-            from hpsearch.report_html import svg_history
+            from hpsearch.report import svg_history
 
             board = self.board(query)
             svg = svg_history(board["history"], board["baselines"], x=query.get("x", "trial"))

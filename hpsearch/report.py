@@ -1,824 +1,581 @@
-"""Rank trials against literature baselines: the data behind ``status``, the dashboard and reports.
+"""``hpsearch report``: a self-contained static report of one study (HTML, Markdown or CSV).
 
-Honest split: trials are ranked by **validation** accuracy (what the search optimized). Test
-accuracy is shown beside it and is the number compared with a baseline's test accuracy to mark
-a trial as beating it; it is never used to rank or select.
+The HTML file needs no server and no network: CSS is inlined and the plots are SVG drawn here in
+Python (:func:`svg_history`, also served by the dashboard), so it opens from a file or an e-mail.
+It holds the leaderboard with the baselines, the best-so-far plots, failures by cause, trials
+per Slurm job, the best trial's full configuration and the study file.
 
-Only finished trials get a rank: complete ones by their value, pruned ones by the last epoch
-they reported. Running, queued and failed trials are listed after the ranking, without a rank.
-A trial that was interrupted (preempted, or its worker died) and re-queued is one trial with its
-retries: only its latest attempt is listed, with the earlier ones in ``attempts``.
-
-Trial attributes are user data in a shared database: each one goes through :func:`coerce`, and a
-malformed value (``wall_time_s = "60s"``, ``test_accuracy = inf``) is shown as missing data and
-logged once per study and attribute, never an error.
+Example:
+    >>> text = build_report("smoke", "sqlite:///hpsearch.db", "html")  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import gc
-import logging
+import csv
+import html
+import io
+import json
 import math
-import threading
-import time
-from collections import Counter
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+import warnings
+from collections.abc import Sequence
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
-from hpsearch.baselines import Baseline, for_dataset
-from hpsearch.errors import StorageError
-from hpsearch.storage.leaderboard_sql import (
-    TrialRecord,
-    read_studies,
-    read_study_attrs,
-    read_trials,
+from hpsearch import __version__
+from hpsearch.baselines import load_baselines
+from hpsearch.display import percent
+from hpsearch.errors import SpecError
+from hpsearch.leaderboard import leaderboard, state_label
+from hpsearch.markdown import md_code, md_fence, md_text
+from hpsearch.storage import get_storage, mask_url, resolve_url
+from hpsearch.study import ATTR_SPEC_TOML, stored_attr
+
+FORMATS = ("html", "md", "csv")
+VAL_COLOR = "#1f6fb4"
+TEST_COLOR = "#e3720c"
+BASELINE_COLORS = {"test": "#2a9d4b", "val": "#8a5cc2"}
+_CSV_COLUMNS: tuple[str, ...] = (
+    "kind", "rank", "study", "trial", "state", "val_accuracy", "test_accuracy", "beats",
+    "epochs", "wall_minutes", "gpu_minutes", "n_params", "config", "model", "metric", "source",
+    "fail_reason", "slurm_job", "attempts", "params",
+)  # fmt: skip
+RETRAIN_COLUMNS = (
+    "retrain_val_mean", "retrain_val_std", "retrain_test_mean", "retrain_test_std",
+    "retrain_seeds",
+)  # fmt: skip
+_CSV_COLUMNS += RETRAIN_COLUMNS
+_RETRAIN_HEAD = ("trial", "study", "search val", "search test", "val mean ± std",
+                 "test mean ± std", "seeds", "configuration")  # fmt: skip
+_RETRAIN_NOTE = (
+    "Re-trained by hpsearch best --seeds K --top N on the training split with K seeds each: "
+    "mean ± sample std over the seeds next to the search's single run. The pick is the best "
+    "mean validation accuracy; test accuracy is reported, never used to pick."
 )
-
-_logger = logging.getLogger(__name__)
-
-RANKED_STATES = ("complete", "pruned")
-"""States that get a rank (finished trials); the others are listed after the ranking."""
-_UNRANKED_ORDER = {"running": 0, "waiting": 1, "fail": 2}
-
-
-@dataclass
-class Row:
-    """One leaderboard line: a trial or a baseline."""
-
-    kind: str  # "trial" or "baseline"
-    rank: int | None
-    val_accuracy: float | None
-    test_accuracy: float | None = None
-    study: str | None = None
-    trial: int | None = None
-    state: str | None = None
-    epochs: int | None = None
-    wall_minutes: float | None = None
-    gpu_minutes: float | None = None
-    n_params: int | None = None
-    config: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    fail_reason: str | None = None
-    slurm_job: str | None = None
-    model: str | None = None
-    source: str | None = None
-    metric: str | None = None
-    beats: list[str] = field(default_factory=list)
-    retry_of: int | None = None  # the first attempt's number, when this trial is a retry
-    attempts: list[int] = field(default_factory=list)  # earlier attempts folded into this row
-    # `hpsearch best --seeds K --top N`: mean ± std over K re-trainings on the train split.
-    retrain_val_mean: float | None = None
-    retrain_val_std: float | None = None
-    retrain_test_mean: float | None = None
-    retrain_test_std: float | None = None
-    retrain_seeds: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-friendly dict (NaN becomes None)."""
-        return {
-            k: (None if isinstance(v, float) and math.isnan(v) else v)
-            for k, v in asdict(self).items()
-        }
-
-
-def trial_row(study_name: str, trial: FrozenTrial, retrain: Any = None) -> Row:
-    """A leaderboard row for one trial: value if complete, else its last reported epoch."""
-    steps = trial.intermediate_values
-    last = (len(steps), steps[max(steps)]) if steps else None
-    row = _sql_row(study_name, trial.number, trial.state.name, trial.value, trial.user_attrs, last)
-    row.params = dict(trial.params)
-    row.retry_of = _retry_of(trial.system_attrs.get("failed_trial"), study_name, trial.number)
-    apply_retrain(row, retrain)
-    return row
-
-
-def rank(
-    trials: list[Row],
-    baselines: list[Baseline],
-    dataset: str | None = None,
-    direction: str = "maximize",
-) -> list[Row]:
-    """Rank finished trials by validation accuracy and interleave baselines; list the rest after.
-
-    Retries are folded first (:func:`fold_retries`). Complete and pruned trials with a finite
-    validation accuracy get ranks 1, 2, ...; a baseline sits just above the first ranked trial
-    whose validation accuracy is lower than the baseline's accuracy. Then come, without a rank,
-    running, queued and failed trials (and finished ones whose value is missing). ``beats``
-    lists the baselines whose test (or, for val-metric baselines, validation) accuracy a ranked
-    trial exceeds.
-    """
-    trials = fold_retries(trials)
-    sign = 1.0 if direction == "minimize" else -1.0
-    ranked = sorted(
-        (t for t in trials if _rankable(t)),
-        key=lambda t: (sign * (t.val_accuracy or 0.0), t.study or "", t.trial or 0),
-    )
-    unranked = sorted(
-        (t for t in trials if not _rankable(t)),
-        key=lambda t: (_UNRANKED_ORDER.get(t.state or "", 3), t.study or "", t.trial or 0),
-    )
-    lines = [
-        Row(
-            kind="baseline",
-            rank=None,
-            val_accuracy=None,
-            test_accuracy=b.accuracy,
-            model=b.model,
-            source=b.source,
-            metric=b.metric,
-        )
-        for b in (for_dataset(baselines, dataset) if dataset else [])
-        if math.isfinite(b.accuracy)
-    ]
-    for i, t in enumerate(ranked, start=1):
-        t.rank = i
-        t.beats = [b.model or "" for b in lines if _beats(t, b)]
-    for t in unranked:
-        t.rank = None
-        t.beats = []
-    merged: list[Row] = []
-    pending = list(lines)
-    for t in ranked:
-        while pending and (pending[0].test_accuracy or 0.0) > (t.val_accuracy or 0.0):
-            merged.append(pending.pop(0))
-        merged.append(t)
-    return merged + pending + unranked
-
-
-def _rankable(t: Row) -> bool:
-    return t.state in RANKED_STATES and t.val_accuracy is not None
-
-
-def fold_retries(trials: list[Row]) -> list[Row]:
-    """One row per trial: the attempts of a re-queued trial fold into the latest one.
-
-    Optuna's retry (``RetryHeartbeatStaleTrialCallback``, which hpsearch uses for preempted
-    trials and dead workers) gives every retry the system attr ``failed_trial``: the number of
-    the first attempt. The latest attempt stays, with the earlier numbers in ``attempts``.
-    """
-    if all(t.retry_of is None for t in trials):
-        return trials
-    chains: dict[tuple[str | None, int], list[Row]] = {}
-    for t in trials:
-        if t.kind == "trial":
-            chains.setdefault(_chain_key(t), []).append(t)
-    out = []
-    for t in trials:
-        chain = chains.get(_chain_key(t), []) if t.kind == "trial" else []
-        if len(chain) <= 1:
-            out.append(t)
-        elif t is max(chain, key=lambda c: c.trial or 0):
-            t.attempts = sorted(c.trial or 0 for c in chain if c is not t)
-            out.append(t)
-    return out
-
-
-def _chain_key(t: Row) -> tuple[str | None, int]:
-    return (t.study, t.retry_of if t.retry_of is not None else (t.trial or 0))
-
-
-def _retry_of(value: Any, study: str, number: int) -> int | None:
-    root = _checked(value, "count", study, number, "failed_trial")
-    return None if root is None or root == number else int(root)
-
-
-def state_label(row: dict[str, Any]) -> str:
-    """A trial row's state as reports show it: ``fail (oom)``, ``complete (retry of #3)``."""
-    notes = [str(row["fail_reason"])] if row.get("fail_reason") else []
-    if row.get("attempts"):
-        notes.append("retry of " + ", ".join(f"#{n}" for n in row["attempts"]))
-    return str(row["state"]) + (f" ({'; '.join(notes)})" if notes else "")
-
-
-def _beats(t: Row, b: Row) -> bool:
-    mine = t.val_accuracy if b.metric == "val" else t.test_accuracy
-    return mine is not None and b.test_accuracy is not None and mine > b.test_accuracy
-
-
-def study_rows(study: optuna.Study) -> list[Row]:
-    """Rows for every trial of a study (not ranked)."""
-    return [trial_row(study.study_name, t) for t in study.get_trials(deepcopy=False)]
-
-
-def study_summary(study: optuna.Study, baselines: list[Baseline], dataset: str) -> dict[str, Any]:
-    """Machine-readable summary: counts by state, failures by cause, best trial, leaderboard.
-
-    Counts are of trials as the leaderboard lists them: a re-queued trial and its retries count
-    once (``resumed`` says how many earlier attempts were folded into their retries).
-    """
-    frozen = study.get_trials(deepcopy=False)
-    direction = _direction(study.direction)
-    retrain = retrain_records(study.user_attrs)
-    rows = rank(
-        [trial_row(study.study_name, t, retrain.get(t.number)) for t in frozen],
-        baselines,
-        dataset,
-        direction,
-    )
-    trials = [r for r in rows if r.kind == "trial"]
-    counts = Counter(r.state for r in trials)
-    best = next((r for r in trials if r.rank is not None and r.state == "complete"), None)
-    return {
-        "study": study.study_name,
-        "dataset": dataset,
-        "direction": direction,
-        "counts": {s.name.lower(): counts.get(s.name.lower(), 0) for s in TrialState},
-        "n_trials": len(trials),
-        "resumed": sum(len(r.attempts) for r in trials),
-        "failed_by_cause": {k: n for k, n in _failed_by_cause(trials).items() if n},
-        "best": None
-        if best is None
-        else {
-            "trial": best.trial,
-            "val_accuracy": best.val_accuracy,
-            "test_accuracy": best.test_accuracy,
-            "epochs": best.epochs,
-            "config": best.config,
-            "params": best.params,
-        },
-        "leaderboard": [r.to_dict() for r in rows],
-    }
 
 
 # --------------------------------------------------------------------------------------------
-# Leaderboard over a whole storage (dashboard, reports): a fast SQL path for RDB storages.
+# SVG plot
 # --------------------------------------------------------------------------------------------
 
-FAIL_CAUSES = ("preempted", "oom", "nan", "timeout", "exception")
-_ATTR_KEYS = (
-    "hpsearch:test_accuracy",
-    "hpsearch:epochs",
-    "hpsearch:wall_time_s",
-    "hpsearch:n_params",
-    "hpsearch:config",
-    "hpsearch:fail_reason",
-    "hpsearch:slurm_job_id",
-    "hpsearch:slurm_array_task_id",
-    "hpsearch:gpu",
-)
-UNKNOWN_DATASET = "unknown"
 
-
-@dataclass(frozen=True)
-class StudyInfo:
-    """A study on the storage: its id (optuna-dashboard's URLs use it), name, dataset, size."""
-
-    study_id: int
-    name: str
-    dataset: str
-    n_trials: int
-
-
-@dataclass
-class _Trial:
-    study_id: int
-    row: Row
-    started: datetime | None
-    finished: datetime | None
-
-
-def list_studies(storage: optuna.storages.BaseStorage) -> list[StudyInfo]:
-    """All studies on ``storage`` with their dataset (user attr ``hpsearch:dataset``)."""
-    if isinstance(storage, optuna.storages.RDBStorage):
-        return _sql_studies(storage)
-    return [
-        StudyInfo(
-            s._study_id,
-            s.study_name,
-            str(s.user_attrs.get("hpsearch:dataset") or UNKNOWN_DATASET),
-            len(storage.get_all_trials(s._study_id, deepcopy=False)),
-        )
-        for s in storage.get_all_studies()
-    ]
-
-
-def leaderboard(
-    storage: optuna.storages.BaseStorage,
-    baselines: list[Baseline],
+def svg_history(
+    history: Sequence[dict[str, Any]],
+    baselines: Sequence[dict[str, Any]],
     *,
-    dataset: str | None = None,
-    study: str | None = None,
-    states: Iterable[str] | None = None,
-    include_params: bool = False,
-    cache: LeaderboardRowCache | None = None,
-) -> dict[str, Any]:
-    """Trials of all studies of one dataset ranked by validation accuracy, with baselines.
-
-    This is what ``/api/leaderboard`` returns and what reports render. On an RDB storage it reads
-    optuna's tables with a few aggregate queries (a 20,000-trial study answers in well under a
-    second) instead of loading every :class:`~optuna.trial.FrozenTrial`; other storages go through
-    :func:`trial_row`, with the same result.
+    x: str = "trial",
+    width: int = 760,
+    height: int = 330,
+) -> str:
+    """Best-so-far validation accuracy (and the test accuracy of that trial) as an SVG plot.
 
     Args:
-        storage: An optuna storage (``hpsearch.storage.get_storage(url, heartbeat=False)``).
-        baselines: From :func:`hpsearch.baselines.load_baselines`.
-        dataset: Rank the studies of this dataset. Defaults to the dataset of ``study``, else the
-            dataset with the most trials.
-        study: Only this study's trials.
-        states: Only rows of trials in these states (``complete``, ``pruned``, ``fail``,
-            ``running``, ``waiting``); ranks stay those of the unfiltered ranking. Baselines are
-            always included.
-        include_params: Fill each row's ``params`` (the Optuna parameters). Defaults to empty
-            (``config`` already summarizes the architecture and optimizer), which keeps a
-            20,000-trial answer small.
-        cache: A :class:`LeaderboardRowCache` kept between calls (the dashboard keeps one), so that
-            finished trials are read once.
+        history: :func:`hpsearch.leaderboard.best_so_far` points (``leaderboard()["history"]``).
+        baselines: Drawn as dashed horizontal lines, labelled on the right.
+        x: ``"trial"`` (n-th finished trial) or ``"time"`` (hours since the first start).
+        width: Width in pixels. Defaults to `760`.
+        height: Height in pixels. Defaults to `330`.
     Returns:
-        A JSON-ready dict: ``dataset``, ``datasets``, ``studies``, ``rows`` (ranked, baselines
-        marked ``kind="baseline"``), ``counts``, ``failed_by_cause``, ``slurm_jobs``,
-        ``history`` (best-so-far validation accuracy and the test accuracy of that trial; see
-        :func:`best_so_far`) and ``baselines``.
-    Raises:
-        StorageError: If ``study`` or ``dataset`` is not on the storage.
-
-    Example:
-        >>> board = leaderboard(get_storage("sqlite:///hpsearch.db", heartbeat=False),
-        ...                     load_baselines(), dataset="fashion_mnist")  # doctest: +SKIP
+        An ``<svg>`` element (no external references).
     """
-    # Tens of thousands of small objects: the cyclic GC would otherwise run many times per call.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return _leaderboard(storage, baselines, dataset, study, states, include_params, cache)
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _leaderboard(
-    storage: optuna.storages.BaseStorage,
-    baselines: list[Baseline],
-    dataset: str | None,
-    study: str | None,
-    states: Iterable[str] | None,
-    include_params: bool,
-    cache: LeaderboardRowCache | None,
-) -> dict[str, Any]:
-    infos = list_studies(storage)
-    datasets = sorted({s.dataset for s in infos})
-    if study is not None:
-        match = [s for s in infos if s.name == study]
-        if not match:
-            known = ", ".join(sorted(s.name for s in infos)) or "none"
-            raise StorageError(f"no study named {study!r} (studies: {known})")
-        if dataset is not None and match[0].dataset != dataset:
-            raise StorageError(
-                f"study {study!r} is on dataset {match[0].dataset!r}, not {dataset!r}"
-            )
-        dataset = match[0].dataset
-        chosen = match
-    else:
-        if dataset is None and infos:
-            sizes = Counter[str]()
-            for s in infos:
-                sizes[s.dataset] += s.n_trials
-            dataset = max(datasets, key=lambda d: (sizes[d], d != UNKNOWN_DATASET, d))
-        if dataset is not None and infos and dataset not in datasets:
-            raise StorageError(
-                f"no study on dataset {dataset!r} (datasets: {', '.join(datasets) or 'none'})"
-            )
-        chosen = [s for s in infos if s.dataset == dataset]
-    if isinstance(storage, optuna.storages.RDBStorage):
-        trials = _sql_trials(storage, chosen, params=include_params, cache=cache)
-    else:
-        trials = _generic_trials(storage, chosen)
-        if not include_params:
-            for t in trials:
-                t.row.params = {}
-    _attach_retrain(storage, chosen, trials)
-    direction = (
-        _direction(storage.get_study_directions(chosen[0].study_id)[0]) if chosen else "maximize"
-    )
-    ranked = rank([t.row for t in trials], baselines, dataset, direction)
-    listed = [r for r in ranked if r.kind == "trial"]
-    extra = {(t.row.study, t.row.trial): t for t in trials}
-    wanted = None if states is None else {s.lower() for s in states}
-    rows = []
-    for r in ranked:
-        if r.kind == "trial" and wanted is not None and r.state not in wanted:
-            continue
-        d = _row_dict(r)
-        if r.kind == "trial":
-            t = extra[(r.study, r.trial)]
-            d["study_id"] = t.study_id
-            d["finished"] = _iso(t.finished)
-            d["dashboard_url"] = trial_url(t.study_id, r.trial or 0)
-        rows.append(d)
-    counts = Counter(r.state for r in listed)
-    return {
-        "dataset": dataset,
-        "datasets": datasets,
-        "study": study,
-        "studies": [
-            {
-                "name": s.name,
-                "id": s.study_id,
-                "dataset": s.dataset,
-                "n_trials": s.n_trials,
-                "dashboard_url": f"/dashboard/studies/{s.study_id}",
-            }
-            for s in sorted(infos, key=lambda s: s.name)
-        ],
-        "n_trials": len(listed),
-        "counts": {s.name.lower(): counts.get(s.name.lower(), 0) for s in TrialState},
-        "resumed": sum(len(r.attempts) for r in listed),
-        "failed_by_cause": _failed_by_cause(listed),
-        "slurm_jobs": _slurm_jobs(trials),
-        "direction": direction,
-        "history": best_so_far(trials, direction=direction),
-        "baselines": [
-            asdict(b)
-            for b in (for_dataset(baselines, dataset) if dataset else [])
-            if math.isfinite(b.accuracy)
-        ],
-        "rows": rows,
-    }
-
-
-def trial_url(study_id: int, number: int) -> str:
-    """optuna-dashboard's page for one trial (relative to the server root)."""
-    return f"/dashboard/studies/{study_id}/trials?numbers={number}"
-
-
-def best_so_far(
-    trials: list[_Trial], max_points: int = 2000, direction: str = "maximize"
-) -> list[dict[str, Any]]:
-    """Complete trials in order of completion, each with the best validation accuracy so far.
-
-    ``best_test_accuracy`` is the test accuracy of the trial that is best on validation at that
-    point (the honest number), not the best test accuracy seen. Every improvement and the last
-    trial are kept; with more than ``max_points`` complete trials the others are thinned evenly.
-    """
-    done = sorted(
-        (t for t in trials if t.row.state == "complete" and t.row.val_accuracy is not None),
-        key=lambda t: (t.finished or datetime.max.replace(tzinfo=timezone.utc), t.row.trial or 0),
-    )
-    starts = [t.started for t in trials if t.started is not None]
-    t0 = min(starts) if starts else None
-    out: list[dict[str, Any]] = []
-    best: _Trial | None = None
-    stride = max(1, math.ceil(len(done) / max_points))
-    for i, t in enumerate(done, start=1):
-        sign = -1.0 if direction == "minimize" else 1.0
-        improved = best is None or sign * (t.row.val_accuracy or 0.0) > sign * (
-            best.row.val_accuracy or 0.0
-        )
-        if improved:
-            best = t
-        if not improved and i % stride and i != len(done):
-            continue
-        assert best is not None
-        hours = None
-        if t0 is not None and t.finished is not None:
-            hours = (t.finished - t0).total_seconds() / 3600.0
-        out.append(
-            {
-                "n": i,
-                "hours": hours,
-                "study": t.row.study,
-                "trial": t.row.trial,
-                "val_accuracy": t.row.val_accuracy,
-                "best_val_accuracy": best.row.val_accuracy,
-                "best_test_accuracy": best.row.test_accuracy,
-                "best_trial": f"{best.row.study}#{best.row.trial}",
-            }
-        )
-    return out
-
-
-def _failed_by_cause(rows: list[Row]) -> dict[str, int]:
-    causes = Counter(str(r.fail_reason or "exception") for r in rows if r.state == "fail")
-    out = {c: causes.pop(c, 0) for c in FAIL_CAUSES}
-    out.update(causes)
-    return out
-
-
-def _slurm_jobs(trials: list[_Trial]) -> list[dict[str, Any]]:
-    jobs: dict[str, dict[str, Any]] = {}
-    for t in trials:
-        job_task = t.row.slurm_job or ""
-        job = job_task.split("_")[0] or "local"
-        entry = jobs.setdefault(
-            job, {"job": job, "tasks": set(), "trials": 0, **{s: 0 for s in _STATES}}
-        )
-        if "_" in job_task:
-            entry["tasks"].add(job_task.split("_", 1)[1])
-        entry["trials"] += 1
-        if t.row.state in _STATES:
-            entry[t.row.state] += 1
-    return [
-        {**e, "tasks": len(e["tasks"])}
-        for e in sorted(jobs.values(), key=lambda e: (e["job"] == "local", e["job"]))
+    key = "hours" if x == "time" else "n"
+    xlabel = "hours since the first trial started" if x == "time" else "finished trials"
+    points = [p for p in history if p.get(key) is not None]
+    left, right, top, bottom = 52, 250, 40, 40
+    pw, ph = width - left - right, height - top - bottom
+    title = f"Best so far over {'time' if x == 'time' else 'trials'}"
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="plot" viewBox="0 0 {width} {height}" '
+        f'width="{width}" height="{height}" role="img" aria-label="{title}" '
+        'font-family="system-ui, sans-serif" font-size="11">',
+        f"<title>{title}</title>",
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
+        f'<text x="{left}" y="16" font-size="13" font-weight="600">{title}</text>',
     ]
+    values = [p["best_val_accuracy"] for p in points]
+    values += [p["best_test_accuracy"] for p in points if p["best_test_accuracy"] is not None]
+    values += [p["val_accuracy"] for p in points if p.get("val_accuracy") is not None]
+    levels = [b["accuracy"] for b in baselines]
+    if not points:
+        parts.append(
+            f'<text x="{left + pw / 2}" y="{top + ph / 2}" text-anchor="middle" fill="#666">'
+            "no complete trial yet</text></svg>"
+        )
+        return "\n".join(parts)
+    lo = max(0.0, min(values + levels) - 0.02)
+    hi = min(1.0, max(values + levels) + 0.01)
+    if hi - lo < 0.02:
+        lo, hi = max(0.0, hi - 0.05), min(1.0, hi + 0.01)
+    x0 = 0.0 if x == "time" else 1.0
+    x1 = max(float(p[key]) for p in points)
+    if x1 <= x0:
+        x1 = x0 + 1.0
 
+    def sx(v: float) -> float:
+        return left + (v - x0) / (x1 - x0) * pw
 
-_STATES = ("complete", "pruned", "fail", "running", "waiting")
+    def sy(v: float) -> float:
+        return top + (hi - v) / (hi - lo) * ph
 
-
-def _iso(when: datetime | None) -> str | None:
-    return None if when is None else when.isoformat()
-
-
-def _generic_trials(storage: optuna.storages.BaseStorage, chosen: list[StudyInfo]) -> list[_Trial]:
-    out = []
-    for s in chosen:
-        for t in storage.get_all_trials(s.study_id, deepcopy=False):
-            out.append(
-                _Trial(
-                    s.study_id,
-                    trial_row(s.name, t),
-                    _utc(t.datetime_start),
-                    _utc(t.datetime_complete),
-                )
-            )
-    return out
-
-
-def _utc(when: datetime | str | None) -> datetime | None:
-    if when is None:
-        return None
-    if isinstance(when, str):
-        when = datetime.fromisoformat(when)
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
-
-
-def _sql_studies(storage: optuna.storages.RDBStorage) -> list[StudyInfo]:
-    return [
-        StudyInfo(s.study_id, s.name, str(s.attr or UNKNOWN_DATASET), s.n_trials)
-        for s in read_studies(storage, "hpsearch:dataset")
-    ]
-
-
-class LeaderboardRowCache:
-    """Rows of finished trials by trial id, reused across :func:`leaderboard` calls.
-
-    A complete, pruned or failed trial never changes its state, value or epochs, so a live
-    dashboard only reads the new and the running trials on each refresh. An entry is checked
-    against the trial's study, number, state and completion time; the whole cache is dropped
-    every ``max_age_s`` seconds so that later edits of user attributes show up.
-    """
-
-    def __init__(self, max_age_s: float = 300.0) -> None:
-        self.max_age_s = max_age_s
-        self._rows: dict[int, tuple[tuple[Any, ...], _Trial]] = {}
-        self._born = time.monotonic()
-        self._lock = threading.Lock()
-
-    def get(self, trial_id: int, stamp: tuple[Any, ...]) -> _Trial | None:
-        """The cached trial if ``stamp`` (study, number, state, completion) still matches."""
-        if time.monotonic() - self._born > self.max_age_s:
-            with self._lock:
-                self._rows.clear()
-                self._born = time.monotonic()
-        hit = self._rows.get(trial_id)
-        if hit is None or hit[0] != stamp:
-            return None
-        return hit[1]
-
-    def put(self, trial_id: int, stamp: tuple[Any, ...], trial: _Trial) -> None:
-        """Remember a finished trial."""
-        with self._lock:
-            self._rows[trial_id] = (stamp, trial)
-
-
-_FINISHED = ("COMPLETE", "PRUNED", "FAIL")
-
-
-def _needs_steps(r: TrialRecord) -> bool:
-    """Epoch reports are read for trials whose epoch count is not recorded as a count."""
-    return r.state != "COMPLETE" or coerce((r.attrs or {}).get("hpsearch:epochs"), "count") is None
-
-
-def _sql_trials(
-    storage: optuna.storages.RDBStorage,
-    chosen: list[StudyInfo],
-    *,
-    params: bool = False,
-    cache: LeaderboardRowCache | None = None,
-) -> list[_Trial]:
-    names = {s.study_id: s.name for s in chosen}
-    hits: dict[int, _Trial] = {}
-
-    def known(r: TrialRecord) -> bool:
-        hit = cache.get(r.trial_id, r.stamp) if cache is not None else None
-        if hit is not None:
-            hits[r.trial_id] = hit
-        return hit is not None
-
-    records = read_trials(
-        storage, list(names), _ATTR_KEYS, known=known, needs_steps=_needs_steps, with_params=params
+    # axes, grid and ticks
+    parts.append('<g stroke="#ddd" stroke-width="1">')
+    for t in _ticks(lo, hi):
+        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(t):.1f}" y2="{sy(t):.1f}"/>')
+    parts.append("</g>")
+    for t in _ticks(lo, hi):
+        parts.append(
+            f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{t * 100:.1f}%</text>'
+        )
+    for t in _ticks(x0, x1, integer=x != "time"):
+        parts.append(
+            f'<line x1="{sx(t):.1f}" x2="{sx(t):.1f}" y1="{top + ph}" y2="{top + ph + 4}" '
+            'stroke="#888"/>'
+            f'<text x="{sx(t):.1f}" y="{top + ph + 16}" text-anchor="middle">{_fmt_tick(t)}</text>'
+        )
+    parts.append(
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#888"/>'
+        f'<text x="{left + pw / 2}" y="{height - 6}" text-anchor="middle" fill="#444">'
+        f"{xlabel}</text>"
     )
-    out = []
-    for r in records:
-        hit = hits.get(r.trial_id)
-        if hit is not None:
-            trial = _Trial(hit.study_id, _copy_row(hit.row), hit.started, hit.finished)
-        else:
-            name = names[r.study_id]
-            row = _sql_row(name, r.number, r.state, r.value, r.attrs or {}, r.steps)
-            row.retry_of = _retry_of(r.retry_of, name, r.number)
-            trial = _Trial(r.study_id, row, _utc(r.started), _utc(r.finished))
-            if cache is not None and r.state in _FINISHED:
-                cache.put(r.trial_id, r.stamp, trial)
-                trial = _Trial(r.study_id, _copy_row(row), trial.started, trial.finished)
-        if r.params is not None:
-            trial.row.params = r.params
-        out.append(trial)
-    return out
+    # baselines: dashed lines with labels pushed apart on the right
+    labels: list[list[Any]] = []
+    for b in baselines:
+        if not lo <= b["accuracy"] <= hi:
+            continue
+        color = BASELINE_COLORS.get(b["metric"], "#555")
+        y = sy(b["accuracy"])
+        tip = html.escape(
+            f"{b['model']} ({b['metric']} {b['accuracy'] * 100:.2f}%): {b['source']}"
+        )
+        parts.append(
+            f'<line class="baseline" x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" '
+            f'stroke="{color}" stroke-dasharray="5 4" stroke-width="1.2">'
+            f"<title>{tip}</title></line>"
+        )
+        labels.append([y, b, color, tip])
+    labels.sort(key=lambda item: item[0])
+    for i in range(1, len(labels)):
+        labels[i][0] = max(labels[i][0], labels[i - 1][0] + 11)
+    for i in range(len(labels) - 2, -1, -1):  # keep the block inside the plot height
+        limit = min(top + ph + bottom - 14, labels[i + 1][0] - 11)
+        labels[i][0] = min(labels[i][0], limit)
+    for y, b, color, tip in labels:
+        line_y = sy(b["accuracy"])
+        parts.append(
+            f'<path d="M{left + pw},{line_y:.1f}L{left + pw + 4},{y:.1f}" stroke="{color}" '
+            'fill="none" stroke-width="0.8"/>'
+        )
+        name = b["model"] if len(b["model"]) <= 30 else b["model"][:29] + "…"
+        parts.append(
+            f'<text x="{left + pw + 7}" y="{y + 4:.1f}" fill="{color}">'
+            f"<title>{tip}</title>{b['accuracy'] * 100:.2f} {html.escape(name)}"
+            f"{' (val)' if b['metric'] == 'val' else ''}</text>"
+        )
+    # every finished trial's validation accuracy (thinned for huge studies)
+    stride = max(1, len(points) // 1500)
+    dots = [
+        f'<circle cx="{sx(p[key]):.1f}" cy="{sy(p["val_accuracy"]):.1f}" r="1.8"/>'
+        for p in points[::stride]
+        if p.get("val_accuracy") is not None and p["val_accuracy"] >= lo
+    ]
+    parts.append(f'<g fill="#9bb7d4" fill-opacity="0.6">{"".join(dots)}</g>')
+    for field, color, name in (
+        ("best_val_accuracy", VAL_COLOR, "best validation accuracy"),
+        ("best_test_accuracy", TEST_COLOR, "test accuracy of that trial"),
+    ):
+        path = _step_path(points, key, field, sx, sy)
+        if path:
+            parts.append(
+                f'<path class="{field}" d="{path}" fill="none" stroke="{color}" '
+                f'stroke-width="2"><title>{name}</title></path>'
+            )
+    last = points[-1]
+    lx = left + 250
+    parts.append(
+        f'<g font-size="11"><rect x="{lx}" y="9" width="14" height="3" fill="{VAL_COLOR}"/>'
+        f'<text x="{lx + 18}" y="14">best validation accuracy '
+        f"({last['best_val_accuracy'] * 100:.2f}%)</text>"
+        f'<rect x="{lx}" y="24" width="14" height="3" fill="{TEST_COLOR}"/>'
+        f'<text x="{lx + 18}" y="29">test accuracy of that trial '
+        f"({percent(last['best_test_accuracy'])})</text></g>"
+    )
+    parts.append("</svg>")
+    return "\n".join(parts)
 
 
-def _sql_row(
+def _step_path(points: Sequence[dict[str, Any]], key: str, field: str, sx: Any, sy: Any) -> str:
+    out: list[str] = []
+    prev: float | None = None
+    for p in points:
+        v = p[field]
+        if v is None:
+            prev = None
+            continue
+        if prev is None:
+            out.append(f"M{sx(p[key]):.1f},{sy(v):.1f}")
+        elif v != prev:
+            out.append(f"H{sx(p[key]):.1f}V{sy(v):.1f}")
+        prev = v
+    if out and prev is not None:
+        out.append(f"H{sx(points[-1][key]):.1f}")
+    return "".join(out)
+
+
+def _ticks(lo: float, hi: float, *, integer: bool = False, n: int = 5) -> list[float]:
+    span = hi - lo
+    raw = span / n
+    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    if integer:
+        step = max(1.0, round(step))
+    first = math.ceil(lo / step) * step
+    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _fmt_tick(v: float) -> str:
+    return f"{v:.0f}" if abs(v - round(v)) < 1e-9 else f"{v:.2g}"
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------------
+
+
+def build_report(
     study: str,
-    number: int,
-    state: str,
-    value: float | None,
-    attrs: dict[str, Any],
-    steps: tuple[int, float] | None,
-) -> Row:
-    """A trial's leaderboard row from its columns (as :func:`_sql_trials` reads them).
-
-    Every attribute goes through :func:`coerce`: a malformed one becomes missing data.
-    """
-    n_steps, last = steps or (0, None)
-    val = None
-    if state == "COMPLETE" and value is not None:
-        val = _checked(value, "float", study, number, "value")
-    if val is None and n_steps:
-        val = coerce(last, "float")  # NaN: a diverged epoch, already reported by the trial
-    get = attrs.get
-    wall = _checked(get("hpsearch:wall_time_s"), "seconds", study, number, "wall_time_s")
-    gpu = _checked(get("hpsearch:gpu"), "text", study, number, "gpu")
-    n_gpus = len([g for g in gpu.split(",") if g]) if gpu else 0
-    job = _checked(get("hpsearch:slurm_job_id"), "text", study, number, "slurm_job_id")
-    task = _checked(
-        get("hpsearch:slurm_array_task_id"), "text", study, number, "slurm_array_task_id"
-    )
-    if job and task is not None:
-        job = f"{job}_{task}"
-    epochs = _checked(get("hpsearch:epochs"), "count", study, number, "epochs")
-    return Row(
-        kind="trial",
-        rank=None,
-        val_accuracy=val,
-        test_accuracy=_checked(
-            get("hpsearch:test_accuracy"), "float", study, number, "test_accuracy"
-        ),
-        study=study,
-        trial=number,
-        state=state.lower(),
-        epochs=epochs or (n_steps or None),
-        wall_minutes=None if wall is None else wall / 60.0,
-        gpu_minutes=None if wall is None or not n_gpus else wall * n_gpus / 60.0,
-        n_params=_checked(get("hpsearch:n_params"), "count", study, number, "n_params"),
-        config=_checked(get("hpsearch:config"), "text", study, number, "config"),
-        fail_reason=_checked(get("hpsearch:fail_reason"), "text", study, number, "fail_reason")
-        if state == "FAIL"
-        else None,
-        slurm_job=job,
-    )
-
-
-_KINDS = {
-    "float": "a finite number",
-    "seconds": "a finite number >= 0",
-    "count": "a whole number >= 0",
-    "text": "a string",
-}
-_LOGGED: set[tuple[str, str]] = set()
-
-
-def coerce(value: Any, kind: str) -> Any:
-    """A trial attribute as the leaderboard's type, or None when it is missing or malformed.
+    storage_url: str | None = None,
+    fmt: str = "html",
+    *,
+    baselines_file: str | Path | None = None,
+    top: int | None = None,
+) -> str:
+    """Render the report of one study.
 
     Args:
-        value: The stored value (decoded JSON: any type).
-        kind: ``float`` (finite), ``seconds`` (finite, >= 0), ``count`` (whole number >= 0,
-            ``2.0`` accepted) or ``text`` (a string; numbers are written out).
-    Returns:
-        A ``float``, ``int`` or ``str``, or None. ``True``/``False``, NaN, infinities, numeric
-        strings and nested values are malformed for the number kinds.
-
-    Example:
-        >>> coerce(61.5, "seconds"), coerce("60s", "seconds"), coerce(3.0, "count")
-        (61.5, None, 3)
+        study: Study name.
+        storage_url: Study database; see :func:`hpsearch.storage.resolve_url`.
+        fmt: ``html`` (self-contained, with plots), ``md`` or ``csv``. Defaults to `html`.
+        baselines_file: Extra baselines TOML added to the shipped ones.
+        top: Only the best ``top`` trials in the table (all by default).
+    Raises:
+        SpecError: For an unknown format.
+        StorageError: If the study is not on the storage.
     """
-    t = type(value)  # exact types: JSON decodes to these, and bool is not a number here
-    if kind == "text":
-        if t is str:
-            return value
-        return str(value) if t is int or t is float else None
-    if (t is float or t is int) and math.isfinite(value):
-        if kind == "float":
-            return float(value)
-        if kind == "seconds":
-            return float(value) if value >= 0 else None
-        if kind == "count" and value >= 0 and float(value).is_integer():
-            return int(value)
-    return None
+    if fmt not in FORMATS:
+        raise SpecError(f"--format must be one of {', '.join(FORMATS)}. Received: {fmt!r}")
+    url = resolve_url(storage_url)
+    storage = get_storage(url, heartbeat=False, read_only=True)
+    board = leaderboard(
+        storage, load_baselines(baselines_file), study=study, include_params=fmt == "csv"
+    )
+    board["storage"] = mask_url(url)
+    if fmt == "csv":
+        return render_csv(board["rows"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        loaded = optuna.load_study(study_name=study, storage=storage)
+    spec_toml = str(stored_attr(loaded, ATTR_SPEC_TOML) or "")
+    best = _best_trial(loaded)
+    if fmt == "md":
+        return render_markdown(board, spec_toml, best, top=top)
+    return render_html(board, spec_toml, best, top=top)
 
 
-def _checked(value: Any, kind: str, study: str, number: int, name: str) -> Any:
-    """:func:`coerce`, logging a malformed value once per study and attribute."""
-    if value is None:
-        return None
-    out = coerce(value, kind)
-    if out is None and (study, name) not in _LOGGED:
-        _LOGGED.add((study, name))
-        shown = repr(value)
-        if len(shown) > 60:
-            shown = shown[:57] + "..."
-        _logger.warning(
-            "study %s, trial %d: %s is malformed (%s; expected %s): shown as missing data "
-            "(further malformed values of %s in this study are not logged)",
-            study,
-            number,
-            name,
-            shown,
-            _KINDS.get(kind, kind),
-            name,
+def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    complete = [t for t in complete if t.value is not None]
+    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+
+
+def render_csv(rows: Sequence[dict[str, Any]]) -> str:
+    """The leaderboard (trials and baselines) as CSV, one line per row.
+
+    ``rank`` is empty for unfinished and failed trials, ``attempts`` lists the earlier attempts
+    of a re-queued trial, and ``params`` holds the trial's Optuna parameters as JSON.
+    """
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(
+            {
+                **r,
+                "beats": ";".join(r.get("beats") or []),
+                "attempts": ";".join(str(n) for n in r.get("attempts") or []),
+                "params": json.dumps(r["params"], sort_keys=True) if r.get("params") else "",
+            }
         )
-    return out
+    return buf.getvalue()
 
 
-def _copy_row(row: Row) -> Row:
-    new = object.__new__(Row)
-    new.__dict__.update(row.__dict__)
-    return new
+def _table_rows(board: dict[str, Any], top: int | None) -> list[dict[str, Any]]:
+    if top is None:
+        return list(board["rows"])
+    return [r for r in board["rows"] if r["kind"] == "baseline" or (r["rank"] or 10**12) <= top]
 
 
-def _row_dict(row: Row) -> dict[str, Any]:
-    """``row.to_dict()`` without ``asdict``'s deep copies (20,000 rows per request)."""
-    d = dict(row.__dict__)
-    d["params"] = dict(row.params)
-    d["beats"] = list(row.beats)
-    d["attempts"] = list(row.attempts)
-    for k in ("val_accuracy", "test_accuracy", "wall_minutes", "gpu_minutes"):
-        v = d[k]
-        if isinstance(v, float) and math.isnan(v):
-            d[k] = None
-    return d
+_HEAD = (
+    "rank", "study", "trial", "val acc", "test acc", "beats", "epochs", "wall min", "GPU min",
+    "params", "configuration", "state",
+)  # fmt: skip
 
 
-def _direction(direction: optuna.study.StudyDirection) -> str:
-    """``maximize`` or ``minimize`` (hpsearch studies minimize when their metric is a loss)."""
-    return "minimize" if direction == optuna.study.StudyDirection.MINIMIZE else "maximize"
+_NUMERIC_COLUMNS = frozenset({0, 2, 3, 4, 5, 6, 7, 8, 9})
+_APART = (
+    '<tr class="unranked-head"><td colspan="12">Not ranked: running, queued and failed trials '
+    "(only finished trials get a rank)</td></tr>"
+)
 
 
-# --------------------------------------------------------------------------------------------
-# Re-training figures (`hpsearch best --seeds K --top N`, see hpsearch.export)
-# --------------------------------------------------------------------------------------------
-
-RETRAIN_ATTR_PREFIX = "hpsearch:retrain:"
-"""Study user attribute ``hpsearch:retrain:<trial number>``: that trial's re-training figures.
-
-Optuna refuses to change a finished trial's attributes, so they are stored on the study."""
-
-
-def retrain_records(user_attrs: dict[str, Any]) -> dict[int, Any]:
-    """The re-training figures in a study's user attributes, by trial number."""
-    out: dict[int, Any] = {}
-    for key, value in user_attrs.items():
-        number = key[len(RETRAIN_ATTR_PREFIX) :] if key.startswith(RETRAIN_ATTR_PREFIX) else ""
-        if number.isdigit():
-            out[int(number)] = value
-    return out
-
-
-def apply_retrain(row: Row, record: Any) -> None:
-    """Copy a :func:`retrain_records` entry onto a row; malformed values become missing."""
-    if not isinstance(record, dict):
-        return
-    row.retrain_val_mean = _finite(record.get("val_mean"))
-    row.retrain_val_std = _finite(record.get("val_std"))
-    row.retrain_test_mean = _finite(record.get("test_mean"))
-    row.retrain_test_std = _finite(record.get("test_std"))
-    seeds = record.get("seeds")
-    row.retrain_seeds = len(seeds) if isinstance(seeds, list) and seeds else None
+def _cells(r: dict[str, Any]) -> list[str]:
+    if r["kind"] == "baseline":
+        acc = percent(r["test_accuracy"])
+        return [
+            "", "baseline", "", acc if r["metric"] == "val" else "",
+            acc if r["metric"] != "val" else "", "", "", "", "", "",
+            f"{r['model']} — {r['source']}", "",
+        ]  # fmt: skip
+    return [
+        "" if r["rank"] is None else str(r["rank"]),
+        r["study"] or "",
+        str(r["trial"]),
+        percent(r["val_accuracy"]),
+        percent(r["test_accuracy"]),
+        f"★ {len(r['beats'])}" if r["beats"] else "",
+        "" if r["epochs"] is None else str(r["epochs"]),
+        _num(r["wall_minutes"]),
+        _num(r["gpu_minutes"]),
+        "" if r["n_params"] is None else f"{r['n_params']:,}",
+        r["config"] or "",
+        state_label(r),
+    ]
 
 
-def _finite(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
+def render_html(
+    board: dict[str, Any],
+    spec_toml: str,
+    best: optuna.trial.FrozenTrial | None,
+    *,
+    top: int | None = None,
+) -> str:
+    """The self-contained HTML report (inline CSS and SVG, no scripts, no network)."""
+    from hpsearch.dashboard import assets_dir
+
+    css = (assets_dir() / "style.css").read_text(encoding="utf-8")
+    e = html.escape
+    name = board["study"]
+    trs = []
+    for r in _table_rows(board, top):
+        if r["kind"] == "trial" and r["rank"] is None and _APART not in trs:
+            trs.append(_APART)
+        cls = "baseline" if r["kind"] == "baseline" else f"trial {r['state']}"
+        if r.get("beats"):
+            cls += " beats"
+        cells = _cells(r)
+        tds = []
+        for i, c in enumerate(cells):
+            attrs = ""
+            if i == 5 and r.get("beats"):
+                attrs = f' title="beats: {e("; ".join(r["beats"]))}"'
+            if i in _NUMERIC_COLUMNS:
+                attrs += ' class="num"'
+            if i == 10:
+                attrs = ' class="config"'
+            tds.append(f"<td{attrs}>{e(c)}</td>")
+        trs.append(f'<tr class="{cls}">{"".join(tds)}</tr>')
+    head = "".join(
+        ('<th class="num">' if i in _NUMERIC_COLUMNS else "<th>") + f"{e(h)}</th>"
+        for i, h in enumerate(_HEAD)
+    )
+    counts = board["counts"]
+    summary = " · ".join(f"{k} {v}" for k, v in counts.items() if v)
+    best_html = "<p>No complete trial yet.</p>"
+    if best is not None:
+        items = [("trial", str(best.number)), ("validation accuracy", percent(best.value))]
+        items += [(f"param {k}", _plain(v)) for k, v in sorted(best.params.items())]
+        items += [(f"attr {k}", _plain(v)) for k, v in sorted(best.user_attrs.items())]
+        curve = ", ".join(
+            f"{step}: {v:.4f}" for step, v in sorted(best.intermediate_values.items())
+        )
+        items.append(("val accuracy per epoch", curve))
+        best_html = (
+            '<table class="kv">'
+            + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in items)
+            + "</table>"
+        )
+    fails = "".join(
+        f"<tr><td>{e(c)}</td><td>{n}</td></tr>" for c, n in board["failed_by_cause"].items()
+    )
+    jobs = "".join(
+        f"<tr><td>{e(j['job'])}</td><td>{j['tasks']}</td><td>{j['trials']}</td>"
+        f"<td>{j['complete']}</td><td>{j['pruned']}</td><td>{j['fail']}</td>"
+        f"<td>{j['running']}</td></tr>"
+        for j in board["slurm_jobs"]
+    )
+    shown = "" if top is None else f" (best {top} trials shown)"
+    plots = "".join(
+        svg_history(board["history"], board["baselines"], x=x) for x in ("trial", "time")
+    )
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>hpsearch report: {e(name)}</title>
+<style>{css}</style></head>
+<body class="report"><header><h1>hpsearch report: {e(name)}</h1>
+<p class="meta">dataset <b>{e(board["dataset"])}</b> · {board["n_trials"]} trials ({e(summary)})
+· storage {e(board["storage"])} · generated {when} by hpsearch {__version__}</p></header>
+<main>
+<section><h2>Best so far</h2><div class="plots">{plots}</div>
+<p class="note">The blue line is the best validation accuracy so far; the orange line is the
+test accuracy of that same trial (selection never looks at test accuracy). Dashed lines are the
+literature baselines (green: test accuracy, purple: validation accuracy as reported).</p>
+</section>
+<section><h2>Leaderboard{shown}</h2>
+<p class="note">Ranked by validation accuracy. Only finished trials (complete, or pruned at
+their last epoch) are ranked; running, queued and failed trials follow without a rank, and a
+re-queued trial is one row with its earlier attempts. ★ = beats that many baselines on the
+baseline's own metric (test accuracy vs test baselines, validation vs val baselines); hover
+for which.</p>
+<table id="leaderboard" class="board"><thead><tr>{head}</tr></thead>
+<tbody>{"".join(trs)}</tbody></table></section>
+{_retrained_html(board)}
+<section class="side"><div><h2>Failed trials by cause</h2>
+<table class="small"><thead><tr><th>cause</th><th>trials</th></tr></thead>
+<tbody>{fails}</tbody></table></div>
+<div><h2>Trials per Slurm job</h2><table class="small"><thead><tr><th>job</th><th>tasks</th>
+<th>trials</th><th>complete</th><th>pruned</th><th>fail</th><th>running</th></tr></thead>
+<tbody>{jobs}</tbody></table></div></section>
+<section><h2>Best trial: full configuration</h2>{best_html}</section>
+<section><h2>Study file</h2><pre class="toml">{e(spec_toml) or "(not stored)"}</pre></section>
+</main></body></html>
+"""
 
 
-def _attach_retrain(
-    storage: optuna.storages.BaseStorage, chosen: list[StudyInfo], trials: list[_Trial]
-) -> None:
-    """Put the stored re-training figures on the rows (after the cache: they change later)."""
-    by_study: dict[int, dict[int, Any]] = {}
-    if isinstance(storage, optuna.storages.RDBStorage):
-        found = read_study_attrs(storage, [s.study_id for s in chosen], RETRAIN_ATTR_PREFIX)
-        by_study = {study_id: retrain_records(attrs) for study_id, attrs in found.items()}
+def render_markdown(
+    board: dict[str, Any],
+    spec_toml: str,
+    best: optuna.trial.FrozenTrial | None,
+    *,
+    top: int | None = None,
+) -> str:
+    """The report as GitHub-flavoured Markdown (tables; plots only in the HTML format).
+
+    Every piece of user data goes through :mod:`hpsearch.markdown`, so it renders as text.
+    """
+    counts = ", ".join(f"{k} {v}" for k, v in board["counts"].items() if v)
+    out = [
+        f"# hpsearch report: {md_text(board['study'])}",
+        "",
+        f"Dataset **{md_text(board['dataset'])}**, {board['n_trials']} trials ({counts}), "
+        f"storage {md_code(board['storage'])}, hpsearch {__version__}.",
+        "",
+        "## Leaderboard",
+        "",
+        "Ranked by validation accuracy; test accuracy is reported, never used to select. "
+        "Only finished trials (complete, or pruned at their last epoch) are ranked; running, "
+        "queued and failed trials follow without a rank. "
+        "★ = beats that many baselines on the baseline's own metric.",
+        "",
+        "| " + " | ".join(_HEAD) + " |",
+        "|" + "---|" * len(_HEAD),
+    ]
+    for r in _table_rows(board, top):
+        cells = [md_text(c) for c in _cells(r)]
+        if r["kind"] == "baseline":
+            cells = [f"*{c}*" if c else "" for c in cells]
+        out.append("| " + " | ".join(cells) + " |")
+    retrained = _retrained(board)
+    if retrained:
+        out += ["", "## Re-trained with several seeds", "", _RETRAIN_NOTE, ""]
+        out += ["| " + " | ".join(_RETRAIN_HEAD) + " |", "|" + "---|" * len(_RETRAIN_HEAD)]
+        out += ["| " + " | ".join(md_text(c) for c in cells) + " |" for cells in retrained]
+    out += ["", "## Failed trials by cause", "", "| cause | trials |", "|---|---|"]
+    out += [f"| {md_text(c)} | {n} |" for c, n in board["failed_by_cause"].items()]
+    out += [
+        "",
+        "## Trials per Slurm job",
+        "",
+        "| job | tasks | trials | complete | pruned | fail | running |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    out += [
+        f"| {md_text(j['job'])} | {j['tasks']} | {j['trials']} | {j['complete']} | "
+        f"{j['pruned']} | {j['fail']} | {j['running']} |"
+        for j in board["slurm_jobs"]
+    ]
+    out += ["", "## Best trial: full configuration", ""]
+    if best is None:
+        out.append("No complete trial yet.")
     else:
-        for s in chosen:
-            by_study[s.study_id] = retrain_records(storage.get_study_user_attrs(s.study_id))
-    for t in trials:
-        record = by_study.get(t.study_id, {}).get(t.row.trial or 0)
-        if record is not None:
-            apply_retrain(t.row, record)
+        out += ["| key | value |", "|---|---|", f"| trial | {best.number} |"]
+        out.append(f"| validation accuracy | {percent(best.value)} |")
+        for label, items in (("param", best.params), ("attr", best.user_attrs)):
+            out += [
+                f"| {label} {md_code(k, in_table=True)} | {md_text(_plain(v))} |"
+                for k, v in sorted(items.items())
+            ]
+    out += ["", "## Study file", "", md_fence(spec_toml or "(not stored)", "toml"), ""]
+    return "\n".join(out)
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return ""
+    return percent(mean) + ("" if std is None else f" ± {std * 100:.2f}%")
+
+
+def _retrained(board: dict[str, Any]) -> list[list[str]]:
+    """Cells of the re-trained trials (``hpsearch best --seeds``), best mean val first."""
+    rows = [r for r in board["rows"] if r["kind"] == "trial" and r.get("retrain_seeds")]
+    rows.sort(key=lambda r: (-(r.get("retrain_val_mean") or 0.0), r["study"] or "", r["trial"]))
+    return [
+        [
+            str(r["trial"]),
+            r["study"] or "",
+            percent(r["val_accuracy"]),
+            percent(r["test_accuracy"]),
+            _pm(r.get("retrain_val_mean"), r.get("retrain_val_std")),
+            _pm(r.get("retrain_test_mean"), r.get("retrain_test_std")),
+            str(r["retrain_seeds"]),
+            r["config"] or "",
+        ]
+        for r in rows
+    ]
+
+
+_RETRAIN_CLASSES = {1: "", 7: "config"}
+
+
+def _retrained_html(board: dict[str, Any]) -> str:
+    cells = _retrained(board)
+    if not cells:
+        return ""
+    e = html.escape
+    head = "".join(f"<th>{e(h)}</th>" for h in _RETRAIN_HEAD)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="{_RETRAIN_CLASSES.get(i, "num")}">{e(c)}</td>' for i, c in enumerate(row)
+        )
+        + "</tr>"
+        for row in cells
+    )
+    return (
+        f'<section><h2>Re-trained with several seeds</h2><p class="note">{e(_RETRAIN_NOTE)}</p>'
+        f'<table id="retrained" class="board"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table></section>"
+    )
