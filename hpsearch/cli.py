@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from hpsearch import attr_names
 from hpsearch.display import clean, plain
 from hpsearch.errors import HpsearchError
 
@@ -381,7 +382,7 @@ def _went_through_slurm(study: Any) -> bool:
 
     if (runs_dir() / study.study_name / "sbatch").is_dir():
         return True
-    return any("hpsearch:slurm_job_id" in t.user_attrs for t in study.get_trials(deepcopy=False))
+    return any(attr_names.SLURM_JOB_ID in t.user_attrs for t in study.get_trials(deepcopy=False))
 
 
 def _slurm_status(name: str) -> dict[str, Any]:

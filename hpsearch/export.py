@@ -48,6 +48,7 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch import attr_names
 from hpsearch.data import call_loader, candidate_dirs, load_arrays, load_splits
 from hpsearch.errors import ExportError, StorageError
 from hpsearch.leaderboard import RETRAIN_ATTR_PREFIX
@@ -392,7 +393,7 @@ def top_trials(study: optuna.Study, n: int) -> list[FrozenTrial]:
 
 
 def _epochs_of(trial: FrozenTrial, spec: StudySpec) -> int:
-    return int(trial.user_attrs.get("hpsearch:epochs") or spec.budget.max_epochs)
+    return int(trial.user_attrs.get(attr_names.EPOCHS) or spec.budget.max_epochs)
 
 
 class _Epochs:
@@ -478,7 +479,7 @@ def select(
     for t in trials:
         config = config_from_params(spec, t.params)
         epochs = _epochs_of(t, spec)
-        search_test = t.user_attrs.get("hpsearch:test_accuracy")
+        search_test = t.user_attrs.get(attr_names.TEST_ACCURACY)
         cand = Candidate(
             t.number,
             float(t.value or 0.0),
@@ -624,7 +625,7 @@ def _export(
 
     config = config_from_params(spec, trial.params)
     epochs = _epochs_of(trial, spec)
-    seed = int(trial.user_attrs.get("hpsearch:seed", spec.sampler.seed or 0))
+    seed = int(trial.user_attrs.get(attr_names.SEED, spec.sampler.seed or 0))
     splits = _splits(spec)
     raw = load_raw_input(spec.data, tuple(spec.python_path))
     _check_preprocessing(raw, splits)
@@ -640,7 +641,7 @@ def _export(
     compile_model(model, config.train, "val_accuracy", from_logits)
     model.optimizer.build(model.trainable_variables)  # saved and loaded with the same variables
     test_acc = raw_accuracy(model, raw.x_test, raw.y_test)
-    search_test = trial.user_attrs.get("hpsearch:test_accuracy")
+    search_test = trial.user_attrs.get(attr_names.TEST_ACCURACY)
     record = {
         "metrics": {
             "search_val_accuracy": trial.value,

@@ -30,6 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch import attr_names
 from hpsearch.baselines import Baseline, for_dataset
 from hpsearch.errors import StorageError
 from hpsearch.storage.leaderboard_sql import (
@@ -251,15 +252,15 @@ def study_summary(study: optuna.Study, baselines: list[Baseline], dataset: str) 
 
 FAIL_CAUSES = ("preempted", "oom", "nan", "timeout", "exception")
 _ATTR_KEYS = (
-    "hpsearch:test_accuracy",
-    "hpsearch:epochs",
-    "hpsearch:wall_time_s",
-    "hpsearch:n_params",
-    "hpsearch:config",
-    "hpsearch:fail_reason",
-    "hpsearch:slurm_job_id",
-    "hpsearch:slurm_array_task_id",
-    "hpsearch:gpu",
+    attr_names.TEST_ACCURACY,
+    attr_names.EPOCHS,
+    attr_names.WALL_TIME_S,
+    attr_names.N_PARAMS,
+    attr_names.CONFIG,
+    attr_names.FAIL_REASON,
+    attr_names.SLURM_JOB_ID,
+    attr_names.SLURM_ARRAY_TASK_ID,
+    attr_names.GPU,
 )
 UNKNOWN_DATASET = "unknown"
 
@@ -290,7 +291,7 @@ def list_studies(storage: optuna.storages.BaseStorage) -> list[StudyInfo]:
         StudyInfo(
             s._study_id,
             s.study_name,
-            str(s.user_attrs.get("hpsearch:dataset") or UNKNOWN_DATASET),
+            str(s.user_attrs.get(attr_names.DATASET) or UNKNOWN_DATASET),
             len(storage.get_all_trials(s._study_id, deepcopy=False)),
         )
         for s in storage.get_all_studies()
@@ -550,7 +551,7 @@ def _utc(when: datetime | str | None) -> datetime | None:
 def _sql_studies(storage: optuna.storages.RDBStorage) -> list[StudyInfo]:
     return [
         StudyInfo(s.study_id, s.name, str(s.attr or UNKNOWN_DATASET), s.n_trials)
-        for s in read_studies(storage, "hpsearch:dataset")
+        for s in read_studies(storage, attr_names.DATASET)
     ]
 
 
@@ -591,7 +592,7 @@ _FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 
 def _needs_steps(r: TrialRecord) -> bool:
     """Epoch reports are read for trials whose epoch count is not recorded as a count."""
-    return r.state != "COMPLETE" or coerce((r.attrs or {}).get("hpsearch:epochs"), "count") is None
+    return r.state != "COMPLETE" or coerce((r.attrs or {}).get(attr_names.EPOCHS), "count") is None
 
 
 def _sql_trials(
@@ -651,22 +652,22 @@ def _sql_row(
     if val is None and n_steps:
         val = coerce(last, "float")  # NaN: a diverged epoch, already reported by the trial
     get = attrs.get
-    wall = _checked(get("hpsearch:wall_time_s"), "seconds", study, number, "wall_time_s")
-    gpu = _checked(get("hpsearch:gpu"), "text", study, number, "gpu")
+    wall = _checked(get(attr_names.WALL_TIME_S), "seconds", study, number, "wall_time_s")
+    gpu = _checked(get(attr_names.GPU), "text", study, number, "gpu")
     n_gpus = len([g for g in gpu.split(",") if g]) if gpu else 0
-    job = _checked(get("hpsearch:slurm_job_id"), "text", study, number, "slurm_job_id")
+    job = _checked(get(attr_names.SLURM_JOB_ID), "text", study, number, "slurm_job_id")
     task = _checked(
-        get("hpsearch:slurm_array_task_id"), "text", study, number, "slurm_array_task_id"
+        get(attr_names.SLURM_ARRAY_TASK_ID), "text", study, number, "slurm_array_task_id"
     )
     if job and task is not None:
         job = f"{job}_{task}"
-    epochs = _checked(get("hpsearch:epochs"), "count", study, number, "epochs")
+    epochs = _checked(get(attr_names.EPOCHS), "count", study, number, "epochs")
     return Row(
         kind="trial",
         rank=None,
         val_accuracy=val,
         test_accuracy=_checked(
-            get("hpsearch:test_accuracy"), "float", study, number, "test_accuracy"
+            get(attr_names.TEST_ACCURACY), "float", study, number, "test_accuracy"
         ),
         study=study,
         trial=number,
@@ -674,9 +675,9 @@ def _sql_row(
         epochs=epochs or (n_steps or None),
         wall_minutes=None if wall is None else wall / 60.0,
         gpu_minutes=None if wall is None or not n_gpus else wall * n_gpus / 60.0,
-        n_params=_checked(get("hpsearch:n_params"), "count", study, number, "n_params"),
-        config=_checked(get("hpsearch:config"), "text", study, number, "config"),
-        fail_reason=_checked(get("hpsearch:fail_reason"), "text", study, number, "fail_reason")
+        n_params=_checked(get(attr_names.N_PARAMS), "count", study, number, "n_params"),
+        config=_checked(get(attr_names.CONFIG), "text", study, number, "config"),
+        fail_reason=_checked(get(attr_names.FAIL_REASON), "text", study, number, "fail_reason")
         if state == "FAIL"
         else None,
         slurm_job=job,
@@ -773,7 +774,7 @@ def _direction(direction: optuna.study.StudyDirection) -> str:
 # Re-training figures (`hpsearch best --seeds K --top N`, see hpsearch.export)
 # --------------------------------------------------------------------------------------------
 
-RETRAIN_ATTR_PREFIX = "hpsearch:retrain:"
+RETRAIN_ATTR_PREFIX = attr_names.RETRAIN_PREFIX
 """Study user attribute ``hpsearch:retrain:<trial number>``: that trial's re-training figures.
 
 Optuna refuses to change a finished trial's attributes, so they are stored on the study."""

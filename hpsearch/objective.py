@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import optuna
 
+from hpsearch import attr_names
 from hpsearch.data import Splits, load_splits
 from hpsearch.env import checkpoint_dir, log_prefix, where_am_i
 from hpsearch.errors import BudgetReachedError, NanLossError, TrialTimeoutError
@@ -291,8 +292,8 @@ class Objective:
                 f"trial {trial.number} is beyond the budget of {self.spec.budget.n_trials} "
                 "trials (other workers started the last ones at the same moment); not trained"
             )
-            trial.set_user_attr("hpsearch:fail_reason", "budget")
-            trial.set_user_attr("hpsearch:error", message)
+            trial.set_user_attr(attr_names.FAIL_REASON, "budget")
+            trial.set_user_attr(attr_names.ERROR, message)
             raise BudgetReachedError(message)
         root = int(
             trial.storage.get_trial_system_attrs(trial_id(trial)).get("failed_trial", trial.number)
@@ -301,16 +302,16 @@ class Objective:
         seed = (self.spec.sampler.seed or 0) + root
         with trial_writes(trial):  # one transaction: other workers read them with the trial
             config = sample_config(trial, self.spec.search, self.spec.model.builder)
-            trial.set_user_attr("hpsearch:config", config.summary())
-            trial.set_user_attr("hpsearch:seed", seed)
+            trial.set_user_attr(attr_names.CONFIG, config.summary())
+            trial.set_user_attr(attr_names.SEED, seed)
             for key, value in where_am_i().items():
-                trial.set_user_attr(f"hpsearch:{key}", value)
+                trial.set_user_attr(attr_names.where(key), value)
         progress = _Progress(0, math.nan, time.monotonic(), 0.0)
         try:
             import keras
 
             splits = self.splits
-            trial.set_user_attr("hpsearch:keras_backend", keras.backend.backend())
+            trial.set_user_attr(attr_names.KERAS_BACKEND, keras.backend.backend())
             keras.utils.set_random_seed(seed)
             built = make_model(
                 config, splits.input_shape, splits.n_classes, self.spec.python_path, seed
@@ -328,7 +329,7 @@ class Objective:
                     root,
                     state.epochs_done,
                 )
-            trial.set_user_attr("hpsearch:n_params", int(model.count_params()))
+            trial.set_user_attr(attr_names.N_PARAMS, int(model.count_params()))
             guard, checkpointer = _epoch_callbacks(
                 trial, checkpoint, progress, self.spec.budget.trial_timeout_s, self.metric
             )
@@ -350,11 +351,11 @@ class Objective:
             test = model.evaluate(
                 splits.x_test, splits.y_test, batch_size=512, verbose=0, return_dict=True
             )
-            results = {"hpsearch:test_accuracy": float(test["accuracy"])}
+            results = {attr_names.TEST_ACCURACY: float(test["accuracy"])}
             if self.metric != MONITOR:
                 name = self.metric.removeprefix("val_")
                 if name in test:
-                    results[f"hpsearch:test_{name}"] = float(test[name])
+                    results[attr_names.test_metric(name)] = float(test[name])
             self._finish(trial, checkpoint, progress, results)
             return progress.val_accuracy
         except optuna.TrialPruned:
@@ -364,8 +365,8 @@ class Objective:
             reason = classify_failure(e)
             try:
                 with trial_writes(trial):
-                    trial.set_user_attr("hpsearch:fail_reason", reason)
-                    trial.set_user_attr("hpsearch:error", f"{type(e).__name__}: {e}"[:500])
+                    trial.set_user_attr(attr_names.FAIL_REASON, reason)
+                    trial.set_user_attr(attr_names.ERROR, f"{type(e).__name__}: {e}"[:500])
                     self._record_progress(trial, progress)
             except optuna.exceptions.UpdateFinishedTrialError:
                 _logger.warning(
@@ -390,8 +391,8 @@ class Objective:
 
     @staticmethod
     def _record_progress(trial: optuna.Trial, progress: _Progress) -> None:
-        trial.set_user_attr("hpsearch:epochs", progress.epochs)
-        trial.set_user_attr("hpsearch:wall_time_s", progress.wall_time())
+        trial.set_user_attr(attr_names.EPOCHS, progress.epochs)
+        trial.set_user_attr(attr_names.WALL_TIME_S, progress.wall_time())
 
     def _finish(
         self,

@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from hpsearch import __version__
+from hpsearch import __version__, attr_names
 from hpsearch.display import clean, quoted
 from hpsearch.errors import SpecError, StorageError
 from hpsearch.space import searched_params
@@ -35,10 +35,10 @@ from hpsearch.storage import (
 
 _logger = logging.getLogger(__name__)
 
-ATTR_SPEC = "hpsearch:spec"
-ATTR_SPEC_TOML = "hpsearch:spec_toml"
-ATTR_FINGERPRINT = "hpsearch:fingerprint"
-ATTR_DATASET = "hpsearch:dataset"
+ATTR_SPEC = attr_names.SPEC
+ATTR_SPEC_TOML = attr_names.SPEC_TOML
+ATTR_FINGERPRINT = attr_names.FINGERPRINT
+ATTR_DATASET = attr_names.DATASET
 
 
 def make_sampler(spec: StudySpec, worker_index: int = 0) -> optuna.samplers.BaseSampler:
@@ -201,11 +201,11 @@ def launch_study(
     set_study_system_attr(study, ATTR_SPEC, spec.model_dump(mode="json"))
     set_study_system_attr(study, ATTR_SPEC_TOML, spec_toml)
     study.set_user_attr(ATTR_DATASET, dataset_key(spec))
-    study.set_user_attr("hpsearch:version", __version__)
+    study.set_user_attr(attr_names.VERSION, __version__)
     for params in spec.warm_start:
         study.enqueue_trial(
             searched_params(spec.search, params, spec.model.builder),
-            user_attrs={"hpsearch:warm_start": True},
+            user_attrs={attr_names.WARM_START: True},
             skip_if_exists=True,
         )
     # Written last: a study with a fingerprint is complete; one without is finished on relaunch.

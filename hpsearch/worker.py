@@ -21,6 +21,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
+from hpsearch import attr_names
 from hpsearch.env import log_prefix
 from hpsearch.errors import HpsearchError, Preempted
 from hpsearch.objective import Objective
@@ -122,7 +123,7 @@ def run_worker(
                 if objective.current_trial_id is None
                 else get_trial(study, objective.current_trial_id)
             )
-            if trial is not None and trial.user_attrs.get("hpsearch:fail_reason") == "budget":
+            if trial is not None and trial.user_attrs.get(attr_names.FAIL_REASON) == "budget":
                 return _stopped(trials_run - 1, "study budget reached (surplus trial)", "budget")
             if trial is not None and trial.state == TrialState.FAIL:
                 failures_in_a_row += 1

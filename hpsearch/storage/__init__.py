@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from hpsearch import attr_names
 from hpsearch.storage.connect import (
     check_connection,
     get_storage,
@@ -157,7 +158,7 @@ def preempt_and_requeue(study: optuna.Study, trial_id: int) -> FrozenTrial | Non
     storage = _study_storage(study)
     trial = get_trial(study, trial_id)
     if trial.state == TrialState.RUNNING:
-        storage.set_trial_user_attr(trial_id, "hpsearch:fail_reason", "preempted")
+        storage.set_trial_user_attr(trial_id, attr_names.FAIL_REASON, "preempted")
         storage.set_trial_state_values(trial_id, TrialState.FAIL)
         trial = get_trial(study, trial_id)
     if trial.state != TrialState.FAIL:

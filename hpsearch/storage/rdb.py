@@ -45,6 +45,7 @@ from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event
 
+from hpsearch import attr_names
 from hpsearch.errors import StorageError
 from hpsearch.storage.retry import Retrier
 from hpsearch.storage.rows import TrialLoader, as_stored
@@ -547,7 +548,7 @@ class ResilientStorage(optuna.storages.RDBStorage):
         )
         try:
             with self.deferred_writes(trial_id):
-                self.set_trial_user_attr(trial_id, "hpsearch:fail_reason", "timeout")
-                self.set_trial_user_attr(trial_id, "hpsearch:error", reason)
+                self.set_trial_user_attr(trial_id, attr_names.FAIL_REASON, "timeout")
+                self.set_trial_user_attr(trial_id, attr_names.ERROR, reason)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # another worker failed it first

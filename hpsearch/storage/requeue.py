@@ -8,9 +8,10 @@ import warnings
 import optuna
 from optuna.trial import FrozenTrial
 
+from hpsearch import attr_names
 from hpsearch.storage.settings import MAX_RETRY
 
-FAILED_ATTEMPT_ATTRS = ("hpsearch:fail_reason", "hpsearch:error")
+FAILED_ATTEMPT_ATTRS = (attr_names.FAIL_REASON, attr_names.ERROR)
 """User attributes that describe one failed attempt: a retry does not inherit them."""
 
 
