@@ -84,6 +84,7 @@ def test_checkpoints_round_trip_on_jax() -> None:
             "-q",
             "-p",
             "no:cacheprovider",
+            "--all",  # the round trips are marked slow
             __file__,
             "-k",
             "not on_jax",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from hpsearch.storage import get_storage
 from tests.conftest import STUDIES
 from tests.conftest import run_cli as hpsearch
 
@@ -92,6 +93,11 @@ def test_best_export(smoke_run, tmp_path: Path) -> None:  # type: ignore[no-unty
 
 
 def test_unknown_study_is_one_line(sqlite_url: str) -> None:
+    result = hpsearch("status", "nope", "--storage", sqlite_url)  # no database at all
+    assert result.returncode == 1 and result.stderr.strip().count("\n") == 0
+    assert "there is no such database" in result.stderr
+    assert not Path(sqlite_url.removeprefix("sqlite:///")).exists()  # and none was created
+    get_storage(sqlite_url, heartbeat=False).engine.dispose()  # an empty study database
     result = hpsearch("status", "nope", "--storage", sqlite_url)
     assert result.returncode == 1
     assert result.stderr.strip().count("\n") == 0
