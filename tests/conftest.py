@@ -288,3 +288,24 @@ def chromium() -> str:
     if not Path(path).exists():
         pytest.skip("chromium not installed: run `make install` (apt-get install chromium)")
     return path
+
+
+def run_in_process(*args: str) -> tuple[int, str, str]:
+    """``hpsearch ARGS`` through the real entry point, in this process: code, stdout, stderr."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from hpsearch.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = sys.argv
+    sys.argv = ["hpsearch", *args]
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+    return code, out.getvalue(), err.getvalue()

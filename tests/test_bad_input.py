@@ -7,11 +7,8 @@ and echoed only as a short excerpt; a dataset with NaN pixels is reported at loa
 
 from __future__ import annotations
 
-import io
 import logging
-import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any, get_args
 
@@ -20,33 +17,16 @@ import pytest
 import tomli_w
 import tomllib
 
-from hpsearch.cli import main
 from hpsearch.display import EXCERPT_CHARS, clean, excerpt
 from hpsearch.errors import SpecError
 from hpsearch.spec import FloatDim, IntDim, StudySpec, _Dim, _model_type, load_spec
-from tests.conftest import STUDIES
+from tests.conftest import STUDIES, run_in_process
 
 MINIMAL = {
     "name": "t",
     "data": {"dataset": "fashion_mnist"},
     "budget": {"n_trials": 3, "max_epochs": 2},
 }
-
-
-def run_in_process(*args: str) -> tuple[int, str, str]:
-    """``hpsearch ARGS`` through the real entry point, in this process: code, stdout, stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["hpsearch", *args]
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 def tiny_npz(path: Path) -> Path:

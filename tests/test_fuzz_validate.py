@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import copy
 import functools
-import io
 import os
-import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +24,7 @@ import tomli_w
 import tomllib
 import typer.main
 
-from hpsearch.cli import main
-from tests.conftest import STUDIES
+from tests.conftest import STUDIES, run_in_process
 
 hypothesis = pytest.importorskip("hypothesis", reason="hypothesis missing: pip install -e .[test]")
 st = hypothesis.strategies
@@ -190,18 +186,9 @@ def study_files(draw: Any) -> bytes:
 
 
 def _validate(path: Path) -> tuple[int, str, str, float]:
-    out, err = io.StringIO(), io.StringIO()
-    argv, start = sys.argv, time.perf_counter()
-    sys.argv = ["hpsearch", "validate", str(path)]
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            main()
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue(), time.perf_counter() - start
+    start = time.perf_counter()
+    code, out, err = run_in_process("validate", str(path))
+    return code, out, err, time.perf_counter() - start
 
 
 def _tree(root: Path) -> set[str]:
