@@ -163,11 +163,12 @@ class _Progress:
 def injected_fault(trial_number: int) -> str | None:
     """The fault ``$HPSEARCH_INJECT_FAULT`` asks for in this trial, e.g. ``oom@3`` → ``"oom"``.
 
-    For tests of failure handling: a GPU running out of memory cannot happen on a CPU machine.
+    For tests of failure handling: a GPU running out of memory cannot happen on a CPU machine,
+    and a diverging loss (``nan@N``) no longer needs a learning rate the spec would refuse.
     """
     for item in os.environ.get("HPSEARCH_INJECT_FAULT", "").split(","):
         kind, _, number = item.strip().partition("@")
-        if kind == "oom" and number.isdigit() and int(number) == trial_number:
+        if kind in ("oom", "nan") and number.isdigit() and int(number) == trial_number:
             return kind
     return None
 
@@ -204,6 +205,8 @@ def _epoch_callbacks(
             loss = float(logs.get("loss", math.nan))
             if fault == "oom":
                 raise _out_of_memory_error()
+            if fault == "nan":
+                loss = math.nan
             if not math.isfinite(loss):
                 raise NanLossError(f"loss became {loss} in epoch {epoch + 1}")
             progress.epochs = epoch + 1
