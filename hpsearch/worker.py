@@ -26,6 +26,7 @@ from hpsearch.env import log_prefix
 from hpsearch.errors import HpsearchError, Preempted
 from hpsearch.objective import Objective
 from hpsearch.preemption import stop_requested, stop_signals
+from hpsearch.spec import StudySpec
 from hpsearch.storage import fail_stale_trials, get_trial, preempt_and_requeue
 from hpsearch.study import budget_state, load_study
 
@@ -87,6 +88,8 @@ def run_worker(
     optimize_logger = logging.getLogger("optuna.study._optimize")
     if not any(isinstance(f, _QuietSurplusTrials) for f in optimize_logger.filters):
         optimize_logger.addFilter(_QuietSurplusTrials())
+    if _budget_spent(study, spec):  # a surplus array task ends before Keras is even imported
+        return _stopped(0, f"study budget of {spec.budget.n_trials} trials reached", "budget")
     _freeze_startup_objects()
     timeout_s = timeout_s or spec.budget.timeout_s
     started = time.monotonic()
@@ -102,14 +105,9 @@ def run_worker(
                 return _stopped(trials_run, f"ran its {n_trials} trial(s)", "n_trials")
             if timeout_s is not None and time.monotonic() - started >= timeout_s:
                 return _stopped(trials_run, f"timeout of {timeout_s:g} s reached", "timeout")
-            fail_stale_trials(study)  # a dead worker's trial must not hold the budget (the
-            budget = budget_state(study, spec)  # storage asks once per heartbeat interval)
-            if budget.exhausted and budget.running:  # unless a running one's worker is dead
-                fail_stale_trials(study, now=True)
-                budget = budget_state(study, spec)
-            if budget.exhausted:
+            if _budget_spent(study, spec):
                 return _stopped(
-                    trials_run, f"study budget of {budget.n_trials} trials reached", "budget"
+                    trials_run, f"study budget of {spec.budget.n_trials} trials reached", "budget"
                 )
             objective.current_trial_id = None
             try:
@@ -143,6 +141,16 @@ class _QuietSurplusTrials(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "BudgetReachedError" not in record.getMessage()
+
+
+def _budget_spent(study: optuna.Study, spec: StudySpec) -> bool:
+    """True when no new trial may start: the budget is reached by live trials."""
+    fail_stale_trials(study)  # a dead worker's trial must not hold the budget (the
+    budget = budget_state(study, spec)  # storage asks once per heartbeat interval)
+    if budget.exhausted and budget.running:  # unless a running one's worker is dead
+        fail_stale_trials(study, now=True)
+        budget = budget_state(study, spec)
+    return budget.exhausted
 
 
 def _freeze_startup_objects() -> None:
