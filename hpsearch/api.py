@@ -128,7 +128,7 @@ def leaderboard_rows(name: str, storage: str | None = None) -> list[dict[str, An
     parameters. Failed and queued trials come last with ``rank`` None.
     """
     from hpsearch.baselines import load_baselines
-    from hpsearch.leaderboard import study_summary
+    from hpsearch.ranking import study_summary
     from hpsearch.study import dataset_key, load_study
 
     study, spec = load_study(name, storage, heartbeat=False)

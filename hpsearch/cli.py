@@ -364,7 +364,7 @@ def status(
     """Trials by state, failures by cause, and the best trials ranked next to baselines."""
     if as_json:
         from hpsearch.baselines import load_baselines
-        from hpsearch.leaderboard import study_summary
+        from hpsearch.ranking import study_summary
         from hpsearch.study import dataset_key, load_study
 
         study, spec = load_study(name, storage, heartbeat=False, read_only=True)
@@ -395,7 +395,7 @@ def _slurm_status(name: str) -> dict[str, Any]:
 
 def _print_status(name: str, storage: str | None, top: int, baselines_file: Path | None) -> None:
     from hpsearch.baselines import load_baselines
-    from hpsearch.leaderboard import study_summary
+    from hpsearch.ranking import study_summary
     from hpsearch.study import dataset_key, load_study
 
     study, spec = load_study(name, storage, heartbeat=False, read_only=True)
@@ -475,7 +475,7 @@ def _print_status(name: str, storage: str | None, top: int, baselines_file: Path
 
 def _print_unranked(rows: list[dict[str, Any]], top: int) -> None:
     """Running, queued and failed trials: listed apart, never ranked."""
-    from hpsearch.leaderboard import state_label
+    from hpsearch.ranking import state_label
 
     unranked = [r for r in rows if r["kind"] == "trial" and r["rank"] is None]
     if not unranked:

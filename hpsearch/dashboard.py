@@ -46,8 +46,8 @@ import optuna
 from hpsearch.baselines import Baseline, load_baselines
 from hpsearch.display import percent
 from hpsearch.errors import HpsearchError
-from hpsearch.leaderboard import LeaderboardRowCache, leaderboard, list_studies
 from hpsearch.markdown import md_code, md_text
+from hpsearch.ranking import LeaderboardRowCache, leaderboard, list_studies
 from hpsearch.storage import get_storage, mask_url, resolve_url
 
 _logger = logging.getLogger(__name__)

@@ -51,7 +51,7 @@ from optuna.trial import FrozenTrial, TrialState
 from hpsearch import attr_names
 from hpsearch.data import call_loader, candidate_dirs, load_arrays, load_splits
 from hpsearch.errors import ExportError, StorageError
-from hpsearch.leaderboard import RETRAIN_ATTR_PREFIX
+from hpsearch.ranking import RETRAIN_ATTR_PREFIX
 from hpsearch.spec import DataSpec, StudySpec
 from hpsearch.study import ATTR_SPEC_TOML, stored_attr
 

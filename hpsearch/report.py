@@ -29,8 +29,8 @@ from hpsearch import __version__
 from hpsearch.baselines import load_baselines
 from hpsearch.display import percent
 from hpsearch.errors import SpecError
-from hpsearch.leaderboard import leaderboard, state_label
 from hpsearch.markdown import md_code, md_fence, md_text
+from hpsearch.ranking import leaderboard, state_label
 from hpsearch.storage import get_storage, mask_url, resolve_url
 from hpsearch.study import ATTR_SPEC_TOML, stored_attr
 
@@ -73,7 +73,7 @@ def svg_history(
     """Best-so-far validation accuracy (and the test accuracy of that trial) as an SVG plot.
 
     Args:
-        history: :func:`hpsearch.leaderboard.best_so_far` points (``leaderboard()["history"]``).
+        history: :func:`hpsearch.ranking.best_so_far` points (``leaderboard()["history"]``).
         baselines: Drawn as dashed horizontal lines, labelled on the right.
         x: ``"trial"`` (n-th finished trial) or ``"time"`` (hours since the first start).
         width: Width in pixels. Defaults to `760`.

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from hpsearch.errors import DataError, SpecError
-from hpsearch.leaderboard import Row, rank
+from hpsearch.ranking import Row, rank
 from hpsearch.space import config_from_params, first_point, first_values, param_dimensions
 from hpsearch.spec import load_spec
 from hpsearch.usercode import check_study_runs, import_function

@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from hpsearch.baselines import Baseline
 from hpsearch.dashboard import DashboardApp, DashboardError, check_bind, write_study_notes
-from hpsearch.leaderboard import leaderboard
+from hpsearch.ranking import leaderboard
 from hpsearch.storage import get_storage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -234,7 +234,7 @@ def test_sql_path_matches_frozen_trial_path(storage: optuna.storages.BaseStorage
 
 
 def test_cached_rows_follow_new_and_running_trials(sqlite_url: str) -> None:
-    from hpsearch.leaderboard import LeaderboardRowCache
+    from hpsearch.ranking import LeaderboardRowCache
 
     storage = build_known_storage(sqlite_url)
     cache = LeaderboardRowCache()

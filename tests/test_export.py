@@ -15,7 +15,7 @@ import pytest
 
 from hpsearch.errors import ExportError
 from hpsearch.export import CLASS_NAMES, Candidate, check_export_dir, class_names, export_best
-from hpsearch.leaderboard import leaderboard, study_summary
+from hpsearch.ranking import leaderboard, study_summary
 from hpsearch.report import render_csv, render_html, render_markdown
 from hpsearch.spec import StudySpec, load_spec
 from hpsearch.storage import get_storage

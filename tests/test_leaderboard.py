@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 
 from hpsearch.cli import app as cli_app
 from hpsearch.dashboard import DashboardApp, note_markdown
-from hpsearch.leaderboard import coerce, leaderboard, study_summary
 from hpsearch.markdown import md_code, md_fence, md_text
+from hpsearch.ranking import coerce, leaderboard, study_summary
 from hpsearch.report import build_report, render_markdown
 from hpsearch.space import sample_config
 from hpsearch.spec import load_spec
@@ -157,11 +157,11 @@ def test_all_outputs_agree_on_an_honest_ranking(honest: str, tmp_path: Path) -> 
 def test_malformed_attributes_are_missing_data_logged_once(
     honest: str, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hpsearch.leaderboard
+    import hpsearch.ranking
 
-    monkeypatch.setattr(hpsearch.leaderboard, "_LOGGED", set())  # other tests logged study smoke
+    monkeypatch.setattr(hpsearch.ranking, "_LOGGED", set())  # other tests logged study smoke
     storage = get_storage(honest, heartbeat=False)
-    caplog.set_level(logging.WARNING, logger="hpsearch.leaderboard")
+    caplog.set_level(logging.WARNING, logger="hpsearch.ranking")
     app = DashboardApp(storage, BASELINES)
     bad = next(r for r in api(app, "?study=smoke")["rows"] if r.get("trial") == 5)
     assert (bad["val_accuracy"], bad["test_accuracy"], bad["wall_minutes"]) == (0.88, None, None)

@@ -175,3 +175,24 @@ def test_version_and_init_on_the_command_line(
     assert (tmp_path / "smoke.toml").read_text() == (ROOT / "studies" / "smoke.toml").read_text()
     again = CliRunner().invoke(app, ["init", "--example", "smoke"])
     assert again.exit_code == 1 and "smoke.toml already exists" in str(again.exception)
+
+
+def test_public_api_names_are_not_shadowed_by_submodules() -> None:
+    """``hpsearch.leaderboard(...)`` stays the API function after every submodule is imported.
+
+    Importing ``hpsearch.X`` sets the package attribute ``X`` to the module; an API function of
+    the same name then becomes a module (``TypeError: 'module' object is not callable``).
+    """
+    import importlib
+    import inspect
+    import pkgutil
+
+    import hpsearch
+
+    submodules = [m.name for m in pkgutil.walk_packages(hpsearch.__path__, "hpsearch.")]
+    for name in submodules:
+        if not name.rsplit(".", 1)[-1].startswith("_"):
+            importlib.import_module(name)
+    clashes = [n for n in hpsearch.__all__ if inspect.ismodule(getattr(hpsearch, n))]
+    assert clashes == [], f"public names that became modules: {clashes}"
+    assert all(callable(getattr(hpsearch, n)) for n in hpsearch._API)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from hpsearch.cli import app
 from hpsearch.errors import SpecError
-from hpsearch.leaderboard import leaderboard
+from hpsearch.ranking import leaderboard
 from hpsearch.report import build_report, svg_history
 
 

@@ -1,7 +1,7 @@
 """The leaderboard's reads: Optuna's tables as a few aggregate SQL queries.
 
 A 20,000-trial study answers in well under a second, where loading every
-:class:`~optuna.trial.FrozenTrial` takes many. :mod:`hpsearch.leaderboard` turns these records into
+:class:`~optuna.trial.FrozenTrial` takes many. :mod:`hpsearch.ranking` turns these records into
 leaderboard rows. Study and trial ids are integers read from the database, so they are
 inlined: the same SQL runs on SQLite, PostgreSQL and MySQL without driver-specific lists.
 """
