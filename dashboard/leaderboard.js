@@ -100,6 +100,10 @@ function fillSelectors() {
 }
 
 function fmtPct(v) { return v === null || v === undefined ? "" : (v * 100).toFixed(2) + "%"; }
+function fmtPm(mean, std) {
+  if (mean === null || mean === undefined) return "";
+  return fmtPct(mean) + (std === null || std === undefined ? "" : " ± " + fmtPct(std));
+}
 function fmtNum(v, digits) { return v === null || v === undefined ? "" : v.toFixed(digits); }
 
 function sortValue(r, key) {
@@ -253,7 +257,31 @@ function render() {
   fillSmall("failures", Object.entries(b.failed_by_cause).map(([k, v]) => [k, v]));
   fillSmall("jobs", b.slurm_jobs.map((j) => [j.job, j.tasks, j.trials, j.complete, j.pruned,
     j.fail, j.running]));
+  renderRetrained(b.rows);
   $("storage").textContent = `storage ${b.storage} · ${b.read_only ? "read-only" : "read-write"}`;
+}
+
+// Trials re-trained by `hpsearch best --seeds K --top N`: the same table as the reports.
+function renderRetrained(rows) {
+  const done = rows.filter((r) => r.kind === "trial" && r.retrain_seeds);
+  done.sort((a, c) => (c.retrain_val_mean || 0) - (a.retrain_val_mean || 0) ||
+    String(a.study).localeCompare(String(c.study)) || a.trial - c.trial);
+  const tbody = document.querySelector("#retrained tbody");
+  tbody.textContent = "";
+  for (const r of done) {
+    const tr = document.createElement("tr");
+    tr.dataset.trial = r.trial;
+    cell(tr, String(r.trial), "num");
+    cell(tr, r.study || "");
+    cell(tr, fmtPct(r.val_accuracy), "num");
+    cell(tr, fmtPct(r.test_accuracy), "num");
+    cell(tr, fmtPm(r.retrain_val_mean, r.retrain_val_std), "num");
+    cell(tr, fmtPm(r.retrain_test_mean, r.retrain_test_std), "num");
+    cell(tr, String(r.retrain_seeds), "num");
+    cell(tr, r.config || "", "config");
+    tbody.appendChild(tr);
+  }
+  $("retrained-section").hidden = done.length === 0;
 }
 
 function fillSmall(id, rows) {

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hpsearch import attr_names
-from hpsearch.display import clean, plain
+from hpsearch.display import clean, mean_pm, plain
 from hpsearch.errors import HpsearchError
 
 app = typer.Typer(
@@ -516,8 +516,8 @@ def _print_retrained(rows: list[dict[str, Any]]) -> None:
             str(r["trial"]),
             _fmt(r["val_accuracy"]),
             _fmt(r["test_accuracy"]),
-            _pm(r["retrain_val_mean"], r["retrain_val_std"]),
-            _pm(r["retrain_test_mean"], r["retrain_test_std"]),
+            mean_pm(r["retrain_val_mean"], r["retrain_val_std"], _fmt),
+            mean_pm(r["retrain_test_mean"], r["retrain_test_std"], _fmt),
             str(r["retrain_seeds"]),
         )
     out.print(table)
@@ -585,12 +585,6 @@ def best(
         )
 
 
-def _pm(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return ""
-    return f"{mean:.4f}" + ("" if std is None else f" ± {std:.4f}")
-
-
 def _print_selection(selection: dict[str, Any]) -> None:
     table = Table(
         title=f"Re-trained on the training split, seeds {selection['seeds']}: picked by mean "
@@ -606,8 +600,8 @@ def _print_selection(selection: dict[str, Any]) -> None:
             f"{'→ ' if picked else ''}{c['trial']}",
             _fmt(c["search_val_accuracy"]),
             _fmt(c["search_test_accuracy"]),
-            _pm(c["val_mean"], c["val_std"]),
-            _pm(c["test_mean"], c["test_std"]),
+            mean_pm(c["val_mean"], c["val_std"], _fmt),
+            mean_pm(c["test_mean"], c["test_std"], _fmt),
             escape(c["config"]),
             style="bold" if picked else None,
         )

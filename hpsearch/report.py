@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from hpsearch import __version__
 from hpsearch.baselines import load_baselines
-from hpsearch.display import percent
+from hpsearch.display import mean_pm, percent
 from hpsearch.errors import SpecError
 from hpsearch.markdown import md_code, md_fence, md_text
 from hpsearch.ranking import leaderboard, state_label
@@ -532,12 +532,6 @@ def _plain(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _pm(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return ""
-    return percent(mean) + ("" if std is None else f" ± {std * 100:.2f}%")
-
-
 def _retrained(board: dict[str, Any]) -> list[list[str]]:
     """Cells of the re-trained trials (``hpsearch best --seeds``), best mean val first."""
     rows = [r for r in board["rows"] if r["kind"] == "trial" and r.get("retrain_seeds")]
@@ -548,8 +542,8 @@ def _retrained(board: dict[str, Any]) -> list[list[str]]:
             r["study"] or "",
             percent(r["val_accuracy"]),
             percent(r["test_accuracy"]),
-            _pm(r.get("retrain_val_mean"), r.get("retrain_val_std")),
-            _pm(r.get("retrain_test_mean"), r.get("retrain_test_std")),
+            mean_pm(r.get("retrain_val_mean"), r.get("retrain_val_std")),
+            mean_pm(r.get("retrain_test_mean"), r.get("retrain_test_std")),
             str(r["retrain_seeds"]),
             r["config"] or "",
         ]

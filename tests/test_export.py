@@ -153,6 +153,32 @@ def test_inmemory_leaderboard_and_reports_show_retrain(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.slow
+@pytest.mark.browser
+def test_dashboard_page_shows_retrain_figures_in_chromium(tmp_path: Path, chromium: str) -> None:
+    """The dashboard's leaderboard page shows the re-trained table, like status and reports."""
+    from test_dashboard import _start_dashboard, _stop, launch
+
+    url = f"sqlite:///{tmp_path / 'rt.db'}"
+    _study_with_retrain(url)
+    proc, link = _start_dashboard(url)
+    p, browser = launch(chromium)
+    try:
+        page = browser.new_page()
+        page.goto(link)
+        page.wait_for_selector("#retrained tbody tr")
+        assert page.locator("#retrained-section").is_visible()
+        cells = page.eval_on_selector_all(
+            "#retrained tbody tr td", "tds => tds.map(td => td.textContent)"
+        )
+        figures = ["88.00%", "87.00%", "88.00% ± 0.71%", "87.00% ± 0.14%"]
+        assert cells == ["1", "rt", *figures, "2", ""]
+    finally:
+        browser.close()
+        p.stop()
+        _stop(proc)
+
+
 def test_class_names() -> None:
     assert class_names("fashion_mnist") == CLASS_NAMES["fashion_mnist"]
     assert class_names("fashion_mnist")[9] == "Ankle boot" and len(CLASS_NAMES["cifar10"]) == 10
