@@ -33,6 +33,12 @@ SECTIONS = (
         "not run yet",
     ),
     (
+        "overhead_custom",
+        "overhead: a custom model builder (examples/custom_cnn's tiny ResNet)",
+        ".venv/bin/python benchmarks/overhead.py --builder custom",
+        "not run yet",
+    ),
+    (
         "search",
         "search (CPU setting)",
         ".venv/bin/python benchmarks/search.py",
@@ -149,7 +155,7 @@ def _demote(markdown: str) -> str:
 
 def _key_figure(name: str, data: dict[str, Any]) -> str:
     try:
-        if name == "overhead":
+        if name in ("overhead", "overhead_custom"):
             summary = data["summary"]
             figure = f"time ratio {summary['median_ratio']:.3f} (target ≤ 1.03)"
             if "noise_free_ratio" in summary:

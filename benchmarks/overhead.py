@@ -9,8 +9,14 @@ repeat), after one untimed warm-up run of each:
 - hpsearch: ``run_worker(n_trials=1)`` on a fresh study (SQLite file by default): storage,
   sampler, the Optuna pruning callback (Hyperband), a checkpoint after every epoch, heartbeats.
 
+``--builder custom`` measures a researcher's own model instead: the tiny ResNet of
+``examples/custom_cnn/mymodels.py`` (``[model] builder = "mymodels:build_resnet"``). The plain
+side calls ``build_resnet`` itself, as a Keras user would; hpsearch calls it through its builder
+interface (import, model check, compile with the searched optimizer).
+
     .venv/bin/python benchmarks/overhead.py --quick    # ≈ 1-2 min
     .venv/bin/python benchmarks/overhead.py            # full: ≈ 6-8 min on 2 cores
+    .venv/bin/python benchmarks/overhead.py --builder custom   # the custom ResNet builder
 
 On a shared 2-core VM the training time itself varies by ±10 % from run to run, which hides a
 few percent of overhead. So each run also measures **hpsearch's own work** directly: the time
@@ -39,14 +45,27 @@ import _common
 import tomllib
 
 STUDY_FILE = _common.REPO_ROOT / "studies" / "fashion_mnist_quick.toml"
+CUSTOM_DIR = _common.REPO_ROOT / "examples" / "custom_cnn"
+CUSTOM_BUILDER = "mymodels:build_resnet"
+# One fixed point of examples/custom_cnn/study.toml's space (depth 2, width 16).
+CUSTOM_MODEL = {"depth": 2, "width": 16, "dropout": 0.0}
 TARGET = 1.03
 
 
-def _spec_dict(name: str, train_subset: int, epochs: int) -> dict[str, Any]:
+def _spec_dict(name: str, train_subset: int, epochs: int, builder: str) -> dict[str, Any]:
     raw = tomllib.loads(STUDY_FILE.read_text(encoding="utf-8"))
     raw["name"] = name
     raw["data"]["train_subset"] = train_subset
     raw["budget"] = {"n_trials": 1, "max_epochs": epochs}
+    if builder == "custom":
+        raw["model"] = {"builder": CUSTOM_BUILDER}
+        raw["python_path"] = [str(CUSTOM_DIR)]
+        raw.pop("warm_start", None)
+        raw["search"] = {
+            "model": dict(CUSTOM_MODEL),
+            "optimizer": {"name": "adam", "lr": 0.001, "weight_decay": 0.0},
+            "training": {"batch_size": 64},
+        }
     return raw
 
 
@@ -92,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, help="epochs per run (2 quick / 3 full)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
     parser.add_argument("--storage", help="storage URL (default: an SQLite file in a tmp folder)")
+    parser.add_argument(
+        "--builder",
+        choices=("builtin", "custom"),
+        default="builtin",
+        help="the built-in CNN, or the custom ResNet builder of examples/custom_cnn",
+    )
     args = parser.parse_args(argv)
     repeats = args.repeats or (3 if args.quick else 7)
     subset = args.train_subset or (2000 if args.quick else 12000)
@@ -109,16 +134,20 @@ def main(argv: list[str] | None = None) -> int:
     import tomli_w
 
     from hpsearch.data import load_splits
-    from hpsearch.model import build_model, compile_model
-    from hpsearch.space import config_from_params
+    from hpsearch.model import build_model, compile_model, load_builder
+    from hpsearch.space import config_from_params, first_point
     from hpsearch.spec import spec_from_dict
     from hpsearch.study import launch_study
     from hpsearch.worker import run_worker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = args.storage or f"sqlite:///{Path(tmp.name) / 'overhead.db'}"
-    base = spec_from_dict(_spec_dict("overhead", subset, epochs))
-    config = config_from_params(base, base.warm_start[0])
+    base = spec_from_dict(_spec_dict("overhead", subset, epochs, args.builder))
+    if args.builder == "custom":
+        config = first_point(base)  # every dimension fixed: the one configuration
+        user_builder = load_builder(CUSTOM_BUILDER, base.python_path)
+    else:
+        config = config_from_params(base, base.warm_start[0])
     seed = base.sampler.seed or 0  # hpsearch seeds trial n with sampler.seed + n
     splits = load_splits(base.data)  # cached: both sides use the same arrays
     watch = Stopwatch()
@@ -129,7 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         watch.reset()
         t0 = time.perf_counter()
         keras.utils.set_random_seed(seed)
-        model = build_model(config.model, splits.input_shape, splits.n_classes, seed)
+        if args.builder == "custom":
+            model = user_builder(dict(CUSTOM_MODEL), splits.input_shape, splits.n_classes)
+        else:
+            model = build_model(config.model, splits.input_shape, splits.n_classes, seed)
         compile_model(model, config.train)
         model.fit(
             splits.x_train,
@@ -149,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     def hpsearch() -> float:
         nonlocal run_id
         run_id += 1
-        raw = _spec_dict(f"overhead_{run_id}", subset, epochs)
+        raw = _spec_dict(f"overhead_{run_id}", subset, epochs, args.builder)
         launch_study(spec_from_dict(raw), tomli_w.dumps(raw), url)  # once per study: untimed
         gc.collect()
         watch.reset()
@@ -202,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = _common.meta(
         time.perf_counter() - started,
         mode="quick" if args.quick else "full",
+        builder=CUSTOM_BUILDER if args.builder == "custom" else "built-in CNN",
         repeats=repeats,
         train_subset=subset,
         epochs=epochs,
@@ -257,8 +290,9 @@ def main(argv: list[str] | None = None) -> int:
         "the training time itself varies from run to run on this shared VM (see the plain "
         "column); the direct measurement is the reliable figure.\n"
     )
+    name = "overhead" if args.builder == "builtin" else "overhead_custom"
     _common.write_results(
-        "overhead_quick" if args.quick else "overhead",
+        f"{name}_quick" if args.quick else name,
         md,
         {"meta": meta, "summary": summary, "pairs": pairs},
     )
