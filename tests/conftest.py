@@ -1,8 +1,9 @@
 """Shared fixtures and markers.
 
-A plain ``pytest`` runs the fast tests only and skips the rest with a reason. ``pytest --all``
-(what ``make test`` runs) also runs the tests marked slow, postgres, mysql, slurm, browser and
-jax; those that need a service start it when they can, and otherwise skip saying why.
+A plain ``pytest`` runs the fast tests only and says how many heavy ones it left out.
+``pytest --all`` (what ``make test`` runs) also runs the tests marked slow, postgres, mysql,
+slurm, browser and jax; those that need a service start it when they can, and otherwise skip
+saying why.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -95,14 +97,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.fixturenames.insert(0, "slurm_cluster")  # type: ignore[attr-defined]
     if config.getoption("--all"):
         return
-    for item in items:
-        marks = [m for m in HEAVY_MARKERS if item.get_closest_marker(m)]
-        if marks:
-            item.add_marker(
-                pytest.mark.skip(
-                    reason=f"{'/'.join(marks)} test: run `pytest --all` or `make test`"
-                )
-            )
+    heavy = [i for i in items if any(i.get_closest_marker(m) for m in HEAVY_MARKERS)]
+    if heavy:  # not run, and said so once at the end (not one skip line per test)
+        config.hook.pytest_deselected(items=heavy)
+        left_out = set(heavy)
+        items[:] = [i for i in items if i not in left_out]
+        config.stash[_NOT_RUN] = len(heavy)
+
+
+_NOT_RUN = pytest.StashKey[int]()
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    """Say why the heavy tests were deselected and how to run them."""
+    n = config.stash.get(_NOT_RUN, 0)
+    if n:
+        terminalreporter.write_line(
+            f"{n} heavy tests ({', '.join(HEAVY_MARKERS)}) not run: `pytest --all` or "
+            "`make test` runs them"
+        )
 
 
 @pytest.fixture(autouse=True)
