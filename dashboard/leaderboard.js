@@ -100,9 +100,23 @@ function fillSelectors() {
 }
 
 function fmtPct(v) { return v === null || v === undefined ? "" : (v * 100).toFixed(2) + "%"; }
-function fmtPm(mean, std) {
+
+// The objective's metric (hpsearch.display: is_accuracy, format_metric, metric_label, ranked_by).
+const DEFAULT_METRIC = "val_accuracy";
+function metric() { return (state.board && state.board.metric) || DEFAULT_METRIC; }
+function isAccuracy(m) { return m.endsWith("accuracy"); }
+function fmtMetric(v) {
+  if (v === null || v === undefined) return "";
+  return isAccuracy(metric()) ? fmtPct(v) : v.toFixed(4);
+}
+function metricLabel(m) { return m === DEFAULT_METRIC ? "val acc" : m.replaceAll("_", " "); }
+function rankedBy(m, direction) {
+  const name = m === DEFAULT_METRIC ? "validation accuracy" : m;
+  return `${name} (${direction === "minimize" ? "lower" : "higher"} is better)`;
+}
+function fmtPm(mean, std, fmt) {
   if (mean === null || mean === undefined) return "";
-  return fmtPct(mean) + (std === null || std === undefined ? "" : " ± " + fmtPct(std));
+  return fmt(mean) + (std === null || std === undefined ? "" : " ± " + fmt(std));
 }
 function fmtNum(v, digits) { return v === null || v === undefined ? "" : v.toFixed(digits); }
 
@@ -221,7 +235,7 @@ function render() {
       a.className = "trial-link";
       a.title = "open this trial in optuna-dashboard";
       cell(tr, a, "num");
-      cell(tr, fmtPct(r.val_accuracy), "num");
+      cell(tr, fmtMetric(r.val_accuracy), "num");
       cell(tr, fmtPct(r.test_accuracy), "num");
       const beats = cell(tr, r.beats.length ? "★ " + r.beats.length : "", "num star");
       if (r.beats.length) beats.title = "beats: " + r.beats.join("; ");
@@ -257,14 +271,21 @@ function render() {
   fillSmall("failures", Object.entries(b.failed_by_cause).map(([k, v]) => [k, v]));
   fillSmall("jobs", b.slurm_jobs.map((j) => [j.job, j.tasks, j.trials, j.complete, j.pruned,
     j.fail, j.running]));
-  renderRetrained(b.rows);
+  const m = metric();
+  $("metric-head").textContent = metricLabel(m);
+  $("ranked-by").textContent = rankedBy(m, b.direction);
+  $("retrain-by").textContent = rankedBy(m, b.direction);
+  const short = metricLabel(m).replace("val acc", "val");
+  $("retrain-search-head").textContent = "search " + short;
+  $("retrain-mean-head").textContent = short + " mean ± std";
+  renderRetrained(b.rows, b.direction === "minimize" ? 1 : -1);
   $("storage").textContent = `storage ${b.storage} · ${b.read_only ? "read-only" : "read-write"}`;
 }
 
 // Trials re-trained by `hpsearch best --seeds K --top N`: the same table as the reports.
-function renderRetrained(rows) {
+function renderRetrained(rows, sign) {
   const done = rows.filter((r) => r.kind === "trial" && r.retrain_seeds);
-  done.sort((a, c) => (c.retrain_val_mean || 0) - (a.retrain_val_mean || 0) ||
+  done.sort((a, c) => sign * ((a.retrain_val_mean || 0) - (c.retrain_val_mean || 0)) ||
     String(a.study).localeCompare(String(c.study)) || a.trial - c.trial);
   const tbody = document.querySelector("#retrained tbody");
   tbody.textContent = "";
@@ -273,10 +294,10 @@ function renderRetrained(rows) {
     tr.dataset.trial = r.trial;
     cell(tr, String(r.trial), "num");
     cell(tr, r.study || "");
-    cell(tr, fmtPct(r.val_accuracy), "num");
+    cell(tr, fmtMetric(r.val_accuracy), "num");
     cell(tr, fmtPct(r.test_accuracy), "num");
-    cell(tr, fmtPm(r.retrain_val_mean, r.retrain_val_std), "num");
-    cell(tr, fmtPm(r.retrain_test_mean, r.retrain_test_std), "num");
+    cell(tr, fmtPm(r.retrain_val_mean, r.retrain_val_std, fmtMetric), "num");
+    cell(tr, fmtPm(r.retrain_test_mean, r.retrain_test_std, fmtPct), "num");
     cell(tr, String(r.retrain_seeds), "num");
     cell(tr, r.config || "", "config");
     tbody.appendChild(tr);

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from hpsearch import attr_names
-from hpsearch.display import clean, mean_pm, plain
+from hpsearch.display import DEFAULT_METRIC, clean, mean_pm, metric_label, plain, ranked_by
 from hpsearch.errors import HpsearchError
 
 app = typer.Typer(
@@ -417,9 +417,9 @@ def _print_status(name: str, storage: str | None, top: int, baselines_file: Path
         )
     )
     metric = spec.objective.metric
-    ranked_by = "validation accuracy" if metric == "val_accuracy" else f"{metric} ({o_dir(spec)})"
+    order = ranked_by(metric, spec.objective.direction)
     table = Table(
-        title=f"Leaderboard: ranked by {ranked_by}; test accuracy reported, never used "
+        title=f"Leaderboard: ranked by {order}; test accuracy reported, never used "
         "to select. beats = baselines beaten, each on its own metric (test or val)"
         + (
             ""
@@ -428,8 +428,16 @@ def _print_status(name: str, storage: str | None, top: int, baselines_file: Path
         ),
         title_justify="left",
     )
-    value_column = "val acc" if metric == "val_accuracy" else metric.replace("_", " ")
-    for column in ("rank", "trial", value_column, "test acc", "beats", "epochs", "min", "params"):
+    for column in (
+        "rank",
+        "trial",
+        metric_label(metric),
+        "test acc",
+        "beats",
+        "epochs",
+        "min",
+        "params",
+    ):
         table.add_column(column, justify="right")
     table.add_column("config")
     shown = 0
@@ -467,7 +475,7 @@ def _print_status(name: str, storage: str | None, top: int, baselines_file: Path
         )
     out.print(table)
     _print_unranked(summary["leaderboard"], top)
-    _print_retrained(summary["leaderboard"])
+    _print_retrained(summary["leaderboard"], metric, spec.objective.direction)
     slurm = _slurm_status(name).get("slurm_jobs") if _went_through_slurm(study) else None
     if slurm:
         out.print(plain(f"Slurm: {slurm}", limit=500))
@@ -494,12 +502,7 @@ def _print_unranked(rows: list[dict[str, Any]], top: int) -> None:
     )
 
 
-def o_dir(spec: Any) -> str:
-    """``lower is better`` / ``higher is better`` for the objective."""
-    return "lower is better" if spec.objective.direction == "minimize" else "higher is better"
-
-
-def _print_retrained(rows: list[dict[str, Any]]) -> None:
+def _print_retrained(rows: list[dict[str, Any]], metric: str, direction: str) -> None:
     """Trials re-trained by `hpsearch best --seeds K --top N`: search vs re-trained figures."""
     done = [r for r in rows if r["kind"] == "trial" and r.get("retrain_seeds")]
     if not done:
@@ -508,10 +511,18 @@ def _print_retrained(rows: list[dict[str, Any]]) -> None:
         title="Re-trained (hpsearch best --seeds): mean ± std over seeds vs the search's run",
         title_justify="left",
     )
-    for column in ("trial", "search val", "search test", "val mean ± std", "test mean ± std"):
+    val = metric_label(metric).replace("val acc", "val")
+    for column in (
+        "trial",
+        f"search {val}",
+        "search test",
+        f"{val} mean ± std",
+        "test mean ± std",
+    ):
         table.add_column(column, justify="right")
     table.add_column("seeds", justify="right")
-    for r in sorted(done, key=lambda r: -(r["retrain_val_mean"] or 0.0)):
+    sign = 1.0 if direction == "minimize" else -1.0
+    for r in sorted(done, key=lambda r: sign * (r["retrain_val_mean"] or 0.0)):
         table.add_row(
             str(r["trial"]),
             _fmt(r["val_accuracy"]),
@@ -587,11 +598,19 @@ def best(
 
 def _print_selection(selection: dict[str, Any]) -> None:
     table = Table(
-        title=f"Re-trained on the training split, seeds {selection['seeds']}: picked by mean "
-        "validation accuracy; test accuracy reported, never used to pick",
+        title=f"Re-trained on the training split, seeds {selection['seeds']}: picked by "
+        f"{escape(selection['picked_by'])}",
         title_justify="left",
     )
-    for column in ("trial", "search val", "search test", "val mean ± std", "test mean ± std"):
+    metric = (selection["candidates"] or [{}])[0].get("metric", DEFAULT_METRIC)
+    val = metric_label(metric).replace("val acc", "val")
+    for column in (
+        "trial",
+        f"search {val}",
+        "search test",
+        f"{val} mean ± std",
+        "test mean ± std",
+    ):
         table.add_column(column, justify="right")
     table.add_column("config")
     for c in selection["candidates"]:

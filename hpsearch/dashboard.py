@@ -265,7 +265,12 @@ class DashboardApp:
             from hpsearch.report import svg_history
 
             board = self.board(query)
-            svg = svg_history(board["history"], board["baselines"], x=query.get("x", "trial"))
+            svg = svg_history(
+                board["history"],
+                board["baselines"],
+                x=query.get("x", "trial"),
+                metric=board["metric"],
+            )
             return _respond(
                 start_response,
                 "200 OK",

@@ -131,7 +131,24 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
-__all__ = ["EXCERPT_CHARS", "clean", "excerpt", "has_control", "plain", "quoted"]
+__all__ = [
+    "DEFAULT_METRIC",
+    "EXCERPT_CHARS",
+    "clean",
+    "excerpt",
+    "format_metric",
+    "has_control",
+    "is_accuracy",
+    "mean_pm",
+    "metric_label",
+    "percent",
+    "plain",
+    "quoted",
+    "ranked_by",
+]
+
+DEFAULT_METRIC = "val_accuracy"
+"""The objective of a study that names none (and of plain Optuna studies on the leaderboard)."""
 
 
 def percent(value: float | None, missing: str = "") -> str:
@@ -147,3 +164,28 @@ def mean_pm(mean: float | None, std: float | None, fmt: Callable[[float], str] =
     if mean is None:
         return ""
     return fmt(mean) + ("" if std is None else f" ± {fmt(std)}")
+
+
+def is_accuracy(metric: str) -> bool:
+    """Whether ``metric`` is an accuracy (a fraction shown as a percentage): ``val_accuracy``,
+    ``val_top5_accuracy``; not ``val_loss`` or ``val_auc``."""
+    return metric.endswith("accuracy")
+
+
+def metric_label(metric: str) -> str:
+    """A column heading for the objective: ``val acc`` for val_accuracy, else ``val loss``."""
+    return "val acc" if metric == DEFAULT_METRIC else metric.replace("_", " ")
+
+
+def format_metric(value: float | None, metric: str = DEFAULT_METRIC) -> str:
+    """A value of ``metric``: a percentage for accuracies (``94.18%``), else four decimals
+    (``0.2731``); empty for None or NaN."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return percent(value) if is_accuracy(metric) else f"{value:.4f}"
+
+
+def ranked_by(metric: str, direction: str) -> str:
+    """``validation accuracy (higher is better)``, ``val_loss (lower is better)``."""
+    name = "validation accuracy" if metric == DEFAULT_METRIC else metric
+    return f"{name} ({'lower' if direction == 'minimize' else 'higher'} is better)"

@@ -3,10 +3,12 @@
 The search ranks each configuration by one training run, so its best trial may only be the
 luckiest. :func:`export_best` answers that honestly:
 
-1. **Selection** (``seeds > 1`` or ``top > 1``): the ``top`` complete trials by validation
-   accuracy are re-trained on the training split with the same ``seeds`` each (seed 0, 1, ...
-   for every candidate, so they are compared on equal terms), for as many epochs as the trial
-   ran. The candidate with the best mean validation accuracy is picked; its test accuracy is
+1. **Selection** (``seeds > 1`` or ``top > 1``): the ``top`` best complete trials by the
+   study's objective (validation accuracy unless the study names another metric, such as
+   ``val_loss``, in its own direction) are re-trained on the training split with the same
+   ``seeds`` each (seed 0, 1, ... for every candidate, so they are compared on equal terms),
+   for as many epochs as the trial ran. The candidate with the best mean of the objective on
+   the validation split is picked; its test accuracy is
    reported as mean ± standard deviation over the seeds (never used to pick). Each candidate's
    figures are stored in the study as the study user attribute ``hpsearch:retrain:<trial>``
    (see :func:`retrain_records`), where ``status``, reports and the dashboard show them next to
@@ -50,6 +52,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import attr_names
 from hpsearch.data import call_loader, candidate_dirs, load_arrays, load_splits
+from hpsearch.display import DEFAULT_METRIC, ranked_by
 from hpsearch.errors import ExportError, StorageError
 from hpsearch.ranking import RETRAIN_ATTR_PREFIX
 from hpsearch.spec import DataSpec, StudySpec
@@ -316,7 +319,13 @@ def _check_preprocessing(raw: RawInput, splits: Splits) -> None:
 
 @dataclass
 class Candidate:
-    """A configuration re-trained with several seeds on the training split."""
+    """A configuration re-trained with several seeds on the training split.
+
+    ``val`` holds the objective's metric on the validation split per seed (the accuracy for
+    ``val_accuracy``, the loss for ``val_loss``), ``test`` the test accuracy per seed. The
+    record keeps the names ``search_val_accuracy``/``val_mean`` for the objective's value
+    (stored studies depend on them); ``metric`` says which metric it is.
+    """
 
     trial: int
     search_val_accuracy: float
@@ -326,15 +335,16 @@ class Candidate:
     seeds: list[int] = field(default_factory=list)
     val: list[float] = field(default_factory=list)
     test: list[float] = field(default_factory=list)
+    metric: str = DEFAULT_METRIC
 
     @property
     def val_mean(self) -> float:
-        """Mean validation accuracy over the seeds."""
+        """Mean of the objective's metric on the validation split over the seeds."""
         return float(np.mean(self.val))
 
     @property
     def val_std(self) -> float | None:
-        """Sample standard deviation (ddof=1) of the validation accuracy; None with one seed."""
+        """Sample standard deviation (ddof=1) of the validation metric; None with one seed."""
         return _std(self.val)
 
     @property
@@ -362,6 +372,7 @@ class Candidate:
             "test": self.test,
             "epochs": self.epochs,
             "trained_on": "train",
+            "metric": self.metric,
             "config": self.config,
             "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -372,7 +383,8 @@ def _std(values: list[float]) -> float | None:
 
 
 def top_trials(study: optuna.Study, n: int) -> list[FrozenTrial]:
-    """The ``n`` complete trials with the highest validation accuracy (ties: lower number).
+    """The ``n`` best complete trials by the study's objective, in its direction (the highest
+    validation accuracy, the lowest ``val_loss``; ties: lower number).
 
     Only complete trials: a pruned trial never trained for the full budget, so its last value
     is not comparable.
@@ -389,7 +401,8 @@ def top_trials(study: optuna.Study, n: int) -> list[FrozenTrial]:
         raise StorageError(
             f"study {study.study_name!r} has no complete trial yet; run workers first"
         )
-    return sorted(complete, key=lambda t: (-(t.value or 0.0), t.number))[:n]
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
+    return sorted(complete, key=lambda t: (sign * (t.value or 0.0), t.number))[:n]
 
 
 def _epochs_of(trial: FrozenTrial, spec: StudySpec) -> int:
@@ -464,11 +477,12 @@ def select(
         study: The study (its trials and, when ``store``, where the figures go).
         spec: Its spec (data and search space).
         seeds: Seeds per candidate: 0, 1, ..., seeds-1, the same for every candidate.
-        top: How many of the best complete trials (by validation accuracy) to re-train.
+        top: How many of the best complete trials (by the objective) to re-train.
         counter: Progress across runs (internal).
         store: Write each candidate's figures to the study (``hpsearch:retrain:<trial>``).
     Returns:
-        The candidates, best mean validation accuracy first (ties: the search's order).
+        The candidates, best mean of the objective's metric on the validation split first
+        (in the study's direction; ties: the search's order).
     """
     from hpsearch.space import config_from_params
 
@@ -486,6 +500,7 @@ def select(
             None if search_test is None else float(search_test),
             config.summary(),
             epochs,
+            metric=spec.objective.metric,
         )
         for seed in range(seeds):
             what = f"trial {t.number} seed {seed + 1}/{seeds}"
@@ -499,7 +514,7 @@ def select(
                 seed,
                 counter.callback(what, epochs),
             )
-            val = _accuracy(model, splits.x_val, splits.y_val)
+            val = _metric(model, splits.x_val, splits.y_val, spec.objective.metric)
             test = _accuracy(model, splits.x_test, splits.y_test)
             cand.seeds.append(seed)
             cand.val.append(float(val))
@@ -509,7 +524,8 @@ def select(
             study.set_user_attr(f"{RETRAIN_ATTR_PREFIX}{t.number}", cand.record())
         out.append(cand)
     order = {c.trial: i for i, c in enumerate(out)}
-    return sorted(out, key=lambda c: (-c.val_mean, order[c.trial]))
+    sign = 1.0 if spec.objective.direction == "minimize" else -1.0
+    return sorted(out, key=lambda c: (sign * c.val_mean, order[c.trial]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,7 +553,7 @@ def export_best(
         spec: Its spec.
         out_dir: The export folder (created); None re-trains and stores the selection only.
         seeds: Seeds per candidate in the selection. Defaults to `1`.
-        top: Candidates in the selection: the best complete trials by validation accuracy.
+        top: Candidates in the selection: the best complete trials by the objective.
             Defaults to `1`.
         force: Replace an existing export in ``out_dir``. Links are refused even then.
         progress: Called after every epoch of every training run.
@@ -581,7 +597,8 @@ def export_best(
     if selecting:
         selection = {
             "picked_trial": picked.number,
-            "picked_by": "mean validation accuracy over the seeds (test accuracy never used)",
+            "picked_by": f"mean {ranked_by(spec.objective.metric, spec.objective.direction)} "
+            "on the validation split over the seeds (test accuracy never used)",
             "search_best_trial": trials[0].number,
             "seeds": list(range(seeds)),
             "top": top,
@@ -680,7 +697,13 @@ def _splits(spec: StudySpec) -> Splits:
 
 def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
     """Accuracy, whatever else the model was compiled with (``evaluate`` returns a dict)."""
-    return float(model.evaluate(x, y, batch_size=512, verbose=0, return_dict=True)["accuracy"])
+    return _metric(model, x, y, "val_accuracy")
+
+
+def _metric(model: Any, x: np.ndarray, y: np.ndarray, metric: str) -> float:
+    """``metric`` (``val_loss``, ``val_accuracy``, ...) of ``model`` on ``(x, y)``."""
+    scores = model.evaluate(x, y, batch_size=512, verbose=0, return_dict=True)
+    return float(scores[metric.removeprefix("val_")])
 
 
 def raw_accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int = 512) -> float:

@@ -21,6 +21,7 @@ import logging
 import math
 import threading
 import time
+import warnings
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
@@ -32,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpsearch import attr_names
 from hpsearch.baselines import Baseline, for_dataset
+from hpsearch.display import DEFAULT_METRIC
 from hpsearch.errors import StorageError
 from hpsearch.storage.leaderboard_sql import (
     TrialRecord,
@@ -228,6 +230,7 @@ def study_summary(study: optuna.Study, baselines: list[Baseline], dataset: str) 
         "study": study.study_name,
         "dataset": dataset,
         "direction": direction,
+        "metric": (study.metric_names or [DEFAULT_METRIC])[0],
         "counts": {s.name.lower(): counts.get(s.name.lower(), 0) for s in TrialState},
         "n_trials": len(trials),
         "resumed": sum(len(r.attempts) for r in trials),
@@ -395,6 +398,7 @@ def _leaderboard(
     direction = (
         _direction(storage.get_study_directions(chosen[0].study_id)[0]) if chosen else "maximize"
     )
+    metric = objective_metric(storage, chosen[0].name) if chosen else DEFAULT_METRIC
     ranked = rank([t.row for t in trials], baselines, dataset, direction)
     listed = [r for r in ranked if r.kind == "trial"]
     extra = {(t.row.study, t.row.trial): t for t in trials}
@@ -431,6 +435,7 @@ def _leaderboard(
         "failed_by_cause": _failed_by_cause(listed),
         "slurm_jobs": _slurm_jobs(trials),
         "direction": direction,
+        "metric": metric,
         "history": best_so_far(trials, direction=direction),
         "baselines": [
             asdict(b)
@@ -439,6 +444,15 @@ def _leaderboard(
         ],
         "rows": rows,
     }
+
+
+def objective_metric(storage: optuna.storages.BaseStorage, study_name: str) -> str:
+    """The study's objective metric (``val_loss``, ...): the metric name hpsearch gives its
+    studies; ``val_accuracy`` for a study that has none (plain Optuna, older hpsearch)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        names = optuna.load_study(study_name=study_name, storage=storage).metric_names
+    return names[0] if names else DEFAULT_METRIC
 
 
 def trial_url(study_id: int, number: int) -> str:

@@ -27,7 +27,15 @@ from optuna.trial import TrialState
 
 from hpsearch import __version__
 from hpsearch.baselines import load_baselines
-from hpsearch.display import mean_pm, percent
+from hpsearch.display import (
+    DEFAULT_METRIC,
+    format_metric,
+    is_accuracy,
+    mean_pm,
+    metric_label,
+    percent,
+    ranked_by,
+)
 from hpsearch.errors import SpecError
 from hpsearch.markdown import md_code, md_fence, md_text
 from hpsearch.ranking import leaderboard, state_label
@@ -48,13 +56,22 @@ RETRAIN_COLUMNS = (
     "retrain_seeds",
 )  # fmt: skip
 _CSV_COLUMNS += RETRAIN_COLUMNS
-_RETRAIN_HEAD = ("trial", "study", "search val", "search test", "val mean ± std",
-                 "test mean ± std", "seeds", "configuration")  # fmt: skip
-_RETRAIN_NOTE = (
-    "Re-trained by hpsearch best --seeds K --top N on the training split with K seeds each: "
-    "mean ± sample std over the seeds next to the search's single run. The pick is the best "
-    "mean validation accuracy; test accuracy is reported, never used to pick."
-)
+
+
+def _retrain_head(metric: str) -> tuple[str, ...]:
+    val = metric_label(metric).replace("val acc", "val")
+    return ("trial", "study", f"search {val}", "search test", f"{val} mean ± std",
+            "test acc mean ± std", "seeds", "configuration")  # fmt: skip
+
+
+def _retrain_note(board: dict[str, Any]) -> str:
+    metric = board.get("metric", DEFAULT_METRIC)
+    return (
+        "Re-trained by hpsearch best --seeds K --top N on the training split with K seeds "
+        "each: mean ± sample std over the seeds next to the search's single run. The pick is "
+        f"the best mean {ranked_by(metric, board.get('direction', 'maximize'))}; test accuracy "
+        "is reported, never used to pick."
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -69,8 +86,12 @@ def svg_history(
     x: str = "trial",
     width: int = 760,
     height: int = 330,
+    metric: str = DEFAULT_METRIC,
 ) -> str:
     """Best-so-far validation accuracy (and the test accuracy of that trial) as an SVG plot.
+
+    For an objective that is not an accuracy (``val_loss``, ``val_auc``) the plot shows the
+    best-so-far objective on its own scale, without test accuracy or baselines (other units).
 
     Args:
         history: :func:`hpsearch.ranking.best_so_far` points (``leaderboard()["history"]``).
@@ -78,6 +99,7 @@ def svg_history(
         x: ``"trial"`` (n-th finished trial) or ``"time"`` (hours since the first start).
         width: Width in pixels. Defaults to `760`.
         height: Height in pixels. Defaults to `330`.
+        metric: The objective (``leaderboard()["metric"]``). Defaults to `val_accuracy`.
     Returns:
         An ``<svg>`` element (no external references).
     """
@@ -95,20 +117,29 @@ def svg_history(
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
         f'<text x="{left}" y="16" font-size="13" font-weight="600">{title}</text>',
     ]
+    accuracy = is_accuracy(metric)
+    if not accuracy:  # test accuracy and baselines are in other units than the objective
+        points = [{**p, "best_test_accuracy": None} for p in points]
+        baselines = []
     values = [p["best_val_accuracy"] for p in points]
     values += [p["best_test_accuracy"] for p in points if p["best_test_accuracy"] is not None]
     values += [p["val_accuracy"] for p in points if p.get("val_accuracy") is not None]
+    values = [v for v in values if math.isfinite(v)]
     levels = [b["accuracy"] for b in baselines]
-    if not points:
+    if not points or not values:
         parts.append(
             f'<text x="{left + pw / 2}" y="{top + ph / 2}" text-anchor="middle" fill="#666">'
             "no complete trial yet</text></svg>"
         )
         return "\n".join(parts)
-    lo = max(0.0, min(values + levels) - 0.02)
-    hi = min(1.0, max(values + levels) + 0.01)
-    if hi - lo < 0.02:
-        lo, hi = max(0.0, hi - 0.05), min(1.0, hi + 0.01)
+    if accuracy:
+        lo = max(0.0, min(values + levels) - 0.02)
+        hi = min(1.0, max(values + levels) + 0.01)
+        if hi - lo < 0.02:
+            lo, hi = max(0.0, hi - 0.05), min(1.0, hi + 0.01)
+    else:
+        pad = 0.05 * (max(values) - min(values)) or 0.05 * (abs(max(values)) or 1.0)
+        lo, hi = min(values) - pad, max(values) + pad
     x0 = 0.0 if x == "time" else 1.0
     x1 = max(float(p[key]) for p in points)
     if x1 <= x0:
@@ -127,7 +158,8 @@ def svg_history(
     parts.append("</g>")
     for t in _ticks(lo, hi):
         parts.append(
-            f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">{t * 100:.1f}%</text>'
+            f'<text x="{left - 6}" y="{sy(t) + 4:.1f}" text-anchor="end">'
+            f"{f'{t * 100:.1f}%' if accuracy else f'{t:.3g}'}</text>"
         )
     for t in _ticks(x0, x1, integer=x != "time"):
         parts.append(
@@ -182,8 +214,9 @@ def svg_history(
         if p.get("val_accuracy") is not None and p["val_accuracy"] >= lo
     ]
     parts.append(f'<g fill="#9bb7d4" fill-opacity="0.6">{"".join(dots)}</g>')
+    best_name = "best validation accuracy" if metric == DEFAULT_METRIC else f"best {metric}"
     for field, color, name in (
-        ("best_val_accuracy", VAL_COLOR, "best validation accuracy"),
+        ("best_val_accuracy", VAL_COLOR, best_name),
         ("best_test_accuracy", TEST_COLOR, "test accuracy of that trial"),
     ):
         path = _step_path(points, key, field, sx, sy)
@@ -196,12 +229,16 @@ def svg_history(
     lx = left + 250
     parts.append(
         f'<g font-size="11"><rect x="{lx}" y="9" width="14" height="3" fill="{VAL_COLOR}"/>'
-        f'<text x="{lx + 18}" y="14">best validation accuracy '
-        f"({last['best_val_accuracy'] * 100:.2f}%)</text>"
-        f'<rect x="{lx}" y="24" width="14" height="3" fill="{TEST_COLOR}"/>'
-        f'<text x="{lx + 18}" y="29">test accuracy of that trial '
-        f"({percent(last['best_test_accuracy'])})</text></g>"
+        f'<text x="{lx + 18}" y="14">{html.escape(best_name)} '
+        f"({format_metric(last['best_val_accuracy'], metric)})</text>"
     )
+    if accuracy:
+        parts.append(
+            f'<rect x="{lx}" y="24" width="14" height="3" fill="{TEST_COLOR}"/>'
+            f'<text x="{lx + 18}" y="29">test accuracy of that trial '
+            f"({percent(last['best_test_accuracy'])})</text>"
+        )
+    parts.append("</g>")
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -273,7 +310,7 @@ def build_report(
     )
     board["storage"] = mask_url(url)
     if fmt == "csv":
-        return render_csv(board["rows"])
+        return render_csv(board["rows"], board["metric"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         loaded = optuna.load_study(study_name=study, storage=storage)
@@ -285,20 +322,28 @@ def build_report(
 
 
 def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best complete trial in the study's direction (ties: the earlier one)."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    complete = [t for t in complete if t.value is not None]
-    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+    complete = [t for t in complete if t.value is not None and math.isfinite(t.value)]
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
+    return min(complete, key=lambda t: (sign * (t.value or 0.0), t.number)) if complete else None
 
 
-def render_csv(rows: Sequence[dict[str, Any]]) -> str:
+def render_csv(rows: Sequence[dict[str, Any]], metric: str = DEFAULT_METRIC) -> str:
     """The leaderboard (trials and baselines) as CSV, one line per row.
 
     ``rank`` is empty for unfinished and failed trials, ``attempts`` lists the earlier attempts
-    of a re-queued trial, and ``params`` holds the trial's Optuna parameters as JSON.
+    of a re-queued trial, and ``params`` holds the trial's Optuna parameters as JSON. The
+    objective's column is named after the metric (``val_accuracy``, ``val_loss``, ...).
     """
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
+    if metric != DEFAULT_METRIC:
+        header = dict(zip(_CSV_COLUMNS, _CSV_COLUMNS, strict=True))
+        header["val_accuracy"] = metric
+        writer.writerow(header)
+    else:
+        writer.writeheader()
     for r in rows:
         writer.writerow(
             {
@@ -317,10 +362,11 @@ def _table_rows(board: dict[str, Any], top: int | None) -> list[dict[str, Any]]:
     return [r for r in board["rows"] if r["kind"] == "baseline" or (r["rank"] or 10**12) <= top]
 
 
-_HEAD = (
-    "rank", "study", "trial", "val acc", "test acc", "beats", "epochs", "wall min", "GPU min",
-    "params", "configuration", "state",
-)  # fmt: skip
+def _head(metric: str) -> tuple[str, ...]:
+    return (
+        "rank", "study", "trial", metric_label(metric), "test acc", "beats", "epochs",
+        "wall min", "GPU min", "params", "configuration", "state",
+    )  # fmt: skip
 
 
 _NUMERIC_COLUMNS = frozenset({0, 2, 3, 4, 5, 6, 7, 8, 9})
@@ -330,7 +376,7 @@ _APART = (
 )
 
 
-def _cells(r: dict[str, Any]) -> list[str]:
+def _cells(r: dict[str, Any], metric: str = DEFAULT_METRIC) -> list[str]:
     if r["kind"] == "baseline":
         acc = percent(r["test_accuracy"])
         return [
@@ -342,7 +388,7 @@ def _cells(r: dict[str, Any]) -> list[str]:
         "" if r["rank"] is None else str(r["rank"]),
         r["study"] or "",
         str(r["trial"]),
-        percent(r["val_accuracy"]),
+        format_metric(r["val_accuracy"], metric),
         percent(r["test_accuracy"]),
         f"★ {len(r['beats'])}" if r["beats"] else "",
         "" if r["epochs"] is None else str(r["epochs"]),
@@ -367,6 +413,8 @@ def render_html(
     css = (assets_dir() / "style.css").read_text(encoding="utf-8")
     e = html.escape
     name = board["study"]
+    metric = board.get("metric", DEFAULT_METRIC)
+    order = ranked_by(metric, board.get("direction", "maximize"))
     trs = []
     for r in _table_rows(board, top):
         if r["kind"] == "trial" and r["rank"] is None and _APART not in trs:
@@ -374,7 +422,7 @@ def render_html(
         cls = "baseline" if r["kind"] == "baseline" else f"trial {r['state']}"
         if r.get("beats"):
             cls += " beats"
-        cells = _cells(r)
+        cells = _cells(r, metric)
         tds = []
         for i, c in enumerate(cells):
             attrs = ""
@@ -388,19 +436,22 @@ def render_html(
         trs.append(f'<tr class="{cls}">{"".join(tds)}</tr>')
     head = "".join(
         ('<th class="num">' if i in _NUMERIC_COLUMNS else "<th>") + f"{e(h)}</th>"
-        for i, h in enumerate(_HEAD)
+        for i, h in enumerate(_head(metric))
     )
     counts = board["counts"]
     summary = " · ".join(f"{k} {v}" for k, v in counts.items() if v)
     best_html = "<p>No complete trial yet.</p>"
     if best is not None:
-        items = [("trial", str(best.number)), ("validation accuracy", percent(best.value))]
+        items = [
+            ("trial", str(best.number)),
+            (_value_name(metric), format_metric(best.value, metric)),
+        ]
         items += [(f"param {k}", _plain(v)) for k, v in sorted(best.params.items())]
         items += [(f"attr {k}", _plain(v)) for k, v in sorted(best.user_attrs.items())]
         curve = ", ".join(
             f"{step}: {v:.4f}" for step, v in sorted(best.intermediate_values.items())
         )
-        items.append(("val accuracy per epoch", curve))
+        items.append((f"{metric} per epoch", curve))
         best_html = (
             '<table class="kv">'
             + "".join(f"<tr><th>{e(k)}</th><td>{e(v)}</td></tr>" for k, v in items)
@@ -417,7 +468,8 @@ def render_html(
     )
     shown = "" if top is None else f" (best {top} trials shown)"
     plots = "".join(
-        svg_history(board["history"], board["baselines"], x=x) for x in ("trial", "time")
+        svg_history(board["history"], board["baselines"], x=x, metric=metric)
+        for x in ("trial", "time")
     )
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return f"""<!doctype html>
@@ -430,12 +482,10 @@ def render_html(
 · storage {e(board["storage"])} · generated {when} by hpsearch {__version__}</p></header>
 <main>
 <section><h2>Best so far</h2><div class="plots">{plots}</div>
-<p class="note">The blue line is the best validation accuracy so far; the orange line is the
-test accuracy of that same trial (selection never looks at test accuracy). Dashed lines are the
-literature baselines (green: test accuracy, purple: validation accuracy as reported).</p>
+<p class="note">{_plot_note(metric)}</p>
 </section>
 <section><h2>Leaderboard{shown}</h2>
-<p class="note">Ranked by validation accuracy. Only finished trials (complete, or pruned at
+<p class="note">Ranked by {e(order)}. Only finished trials (complete, or pruned at
 their last epoch) are ranked; running, queued and failed trials follow without a rank, and a
 re-queued trial is one row with its earlier attempts. ★ = beats that many baselines on the
 baseline's own metric (test accuracy vs test baselines, validation vs val baselines); hover
@@ -467,6 +517,8 @@ def render_markdown(
     Every piece of user data goes through :mod:`hpsearch.markdown`, so it renders as text.
     """
     counts = ", ".join(f"{k} {v}" for k, v in board["counts"].items() if v)
+    metric = board.get("metric", DEFAULT_METRIC)
+    head = _head(metric)
     out = [
         f"# hpsearch report: {md_text(board['study'])}",
         "",
@@ -475,23 +527,25 @@ def render_markdown(
         "",
         "## Leaderboard",
         "",
-        "Ranked by validation accuracy; test accuracy is reported, never used to select. "
+        f"Ranked by {md_text(ranked_by(metric, board.get('direction', 'maximize')))}; test "
+        "accuracy is reported, never used to select. "
         "Only finished trials (complete, or pruned at their last epoch) are ranked; running, "
         "queued and failed trials follow without a rank. "
         "★ = beats that many baselines on the baseline's own metric.",
         "",
-        "| " + " | ".join(_HEAD) + " |",
-        "|" + "---|" * len(_HEAD),
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
     ]
     for r in _table_rows(board, top):
-        cells = [md_text(c) for c in _cells(r)]
+        cells = [md_text(c) for c in _cells(r, metric)]
         if r["kind"] == "baseline":
             cells = [f"*{c}*" if c else "" for c in cells]
         out.append("| " + " | ".join(cells) + " |")
     retrained = _retrained(board)
     if retrained:
-        out += ["", "## Re-trained with several seeds", "", _RETRAIN_NOTE, ""]
-        out += ["| " + " | ".join(_RETRAIN_HEAD) + " |", "|" + "---|" * len(_RETRAIN_HEAD)]
+        out += ["", "## Re-trained with several seeds", "", _retrain_note(board), ""]
+        rhead = _retrain_head(metric)
+        out += ["| " + " | ".join(rhead) + " |", "|" + "---|" * len(rhead)]
         out += ["| " + " | ".join(md_text(c) for c in cells) + " |" for cells in retrained]
     out += ["", "## Failed trials by cause", "", "| cause | trials |", "|---|---|"]
     out += [f"| {md_text(c)} | {n} |" for c, n in board["failed_by_cause"].items()]
@@ -512,7 +566,7 @@ def render_markdown(
         out.append("No complete trial yet.")
     else:
         out += ["| key | value |", "|---|---|", f"| trial | {best.number} |"]
-        out.append(f"| validation accuracy | {percent(best.value)} |")
+        out.append(f"| {md_text(_value_name(metric))} | {format_metric(best.value, metric)} |")
         for label, items in (("param", best.params), ("attr", best.user_attrs)):
             out += [
                 f"| {label} {md_code(k, in_table=True)} | {md_text(_plain(v))} |"
@@ -520,6 +574,24 @@ def render_markdown(
             ]
     out += ["", "## Study file", "", md_fence(spec_toml or "(not stored)", "toml"), ""]
     return "\n".join(out)
+
+
+def _value_name(metric: str) -> str:
+    return "validation accuracy" if metric == DEFAULT_METRIC else metric
+
+
+def _plot_note(metric: str) -> str:
+    if not is_accuracy(metric):
+        return (
+            f"The blue line is the best {html.escape(metric)} so far (test accuracy and "
+            "literature baselines are in other units, so they are not drawn)."
+        )
+    return (
+        "The blue line is the best validation accuracy so far; the orange line is the test "
+        "accuracy of that same trial (selection never looks at test accuracy). Dashed lines "
+        "are the literature baselines (green: test accuracy, purple: validation accuracy as "
+        "reported)."
+    )
 
 
 def _num(value: float | None) -> str:
@@ -534,15 +606,23 @@ def _plain(value: Any) -> str:
 
 def _retrained(board: dict[str, Any]) -> list[list[str]]:
     """Cells of the re-trained trials (``hpsearch best --seeds``), best mean val first."""
+    metric = board.get("metric", DEFAULT_METRIC)
+    sign = 1.0 if board.get("direction") == "minimize" else -1.0
     rows = [r for r in board["rows"] if r["kind"] == "trial" and r.get("retrain_seeds")]
-    rows.sort(key=lambda r: (-(r.get("retrain_val_mean") or 0.0), r["study"] or "", r["trial"]))
+    rows.sort(
+        key=lambda r: (sign * (r.get("retrain_val_mean") or 0.0), r["study"] or "", r["trial"])
+    )
+
+    def fmt(v: float) -> str:
+        return format_metric(v, metric)
+
     return [
         [
             str(r["trial"]),
             r["study"] or "",
-            percent(r["val_accuracy"]),
+            fmt(r["val_accuracy"]),
             percent(r["test_accuracy"]),
-            mean_pm(r.get("retrain_val_mean"), r.get("retrain_val_std")),
+            mean_pm(r.get("retrain_val_mean"), r.get("retrain_val_std"), fmt),
             mean_pm(r.get("retrain_test_mean"), r.get("retrain_test_std")),
             str(r["retrain_seeds"]),
             r["config"] or "",
@@ -559,7 +639,7 @@ def _retrained_html(board: dict[str, Any]) -> str:
     if not cells:
         return ""
     e = html.escape
-    head = "".join(f"<th>{e(h)}</th>" for h in _RETRAIN_HEAD)
+    head = "".join(f"<th>{e(h)}</th>" for h in _retrain_head(board.get("metric", DEFAULT_METRIC)))
     body = "".join(
         "<tr>"
         + "".join(
@@ -569,7 +649,8 @@ def _retrained_html(board: dict[str, Any]) -> str:
         for row in cells
     )
     return (
-        f'<section><h2>Re-trained with several seeds</h2><p class="note">{e(_RETRAIN_NOTE)}</p>'
+        "<section><h2>Re-trained with several seeds</h2>"
+        f'<p class="note">{e(_retrain_note(board))}</p>'
         f'<table id="retrained" class="board"><thead><tr>{head}</tr></thead>'
         f"<tbody>{body}</tbody></table></section>"
     )

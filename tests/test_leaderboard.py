@@ -307,3 +307,92 @@ def test_dashboard_page_agrees(honest: str, chromium: str) -> None:
         p.stop()
         server.shutdown()
         server.server_close()
+
+
+# ------------------------------------------------------- an objective that is not accuracy
+
+LOSSES = {0: 0.45, 1: 0.40, 2: 0.52}  # trial -> val_loss; trial 1 is the best (lowest)
+
+
+@pytest.fixture
+def loss_study(tmp_path: Path) -> str:
+    """Study `vl` minimizing val_loss (launched as a user would), three complete trials."""
+    import hpsearch
+
+    url = f"sqlite:///{tmp_path / 'vl.db'}"
+    hpsearch.launch(
+        {
+            "name": "vl",
+            "data": {"dataset": "fashion_mnist", "val_fraction": 0.1},
+            "objective": {"metric": "val_loss", "direction": "minimize"},
+            "budget": {"n_trials": 3, "max_epochs": 1},
+            "pruner": {"kind": "none"},
+            "search": {"activation": "relu", "optimizer": {"name": "adam", "lr": 0.003}},
+        },
+        storage=url,
+    )
+    study = optuna.load_study(study_name="vl", storage=url)
+    for number, loss in LOSSES.items():
+        attrs = {"hpsearch:test_accuracy": 0.8 + number / 100, "hpsearch:config": f"c{number}"}
+        study.add_trial(
+            optuna.trial.create_trial(value=loss, intermediate_values={1: loss}, user_attrs=attrs)
+        )
+    return url
+
+
+def test_every_output_follows_a_minimized_loss(loss_study: str) -> None:
+    """A val_loss study: ranked lowest first, labelled val_loss (not "val acc 40.00%") in
+    status, the API, Markdown, CSV and HTML, and `best` re-trains the lowest-loss trials."""
+    from hpsearch.export import top_trials
+    from hpsearch.report import render_csv, render_html
+
+    board = leaderboard(get_storage(loss_study, heartbeat=False), BASELINES, study="vl")
+    assert board["metric"] == "val_loss" and board["direction"] == "minimize"
+    ranked = [(r["rank"], r["trial"]) for r in board["rows"] if r["kind"] == "trial"]
+    assert ranked == [(1, 1), (2, 0), (3, 2)]
+    assert not [r for r in board["rows"] if r["kind"] == "baseline"]  # accuracy baselines
+
+    md = build_report("vl", loss_study, "md")
+    assert "Ranked by val\\_loss \\(lower is better\\)" in md
+    assert "| rank | study | trial | val loss | test acc |" in md
+    assert "| 1 | vl | 1 | 0.4000 | 81.00% |" in md and "40.00%" not in md
+    best = md.split("## Best trial: full configuration")[1]
+    assert "| trial | 1 |" in best and "| val\\_loss | 0.4000 |" in best
+
+    header = render_csv(board["rows"], board["metric"]).splitlines()[0].split(",")
+    assert "val_loss" in header and "val_accuracy" not in header
+
+    board["storage"] = "sqlite"
+    page = render_html(board, "", None)
+    assert "best val_loss (0.4000)" in page and "Ranked by val_loss (lower is better)" in page
+    assert "best validation accuracy" not in page and "test accuracy of that trial" not in page
+
+    result = CliRunner().invoke(cli_app, ["status", "vl", "--storage", loss_study])
+    assert result.exit_code == 0, result.output
+    assert "val_loss (lower is better)" in result.output and "0.4000" in result.output
+
+    study, _ = load_study("vl", loss_study, heartbeat=False)
+    assert [t.number for t in top_trials(study, 2)] == [1, 0]
+
+
+@pytest.mark.browser
+def test_dashboard_page_labels_a_minimized_loss(loss_study: str, chromium: str) -> None:
+    from hpsearch.dashboard import make_dashboard_server
+
+    server, link = make_dashboard_server(loss_study, port=0, write_notes=False)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    p, browser = launch(chromium)
+    try:
+        page = browser.new_page()
+        page.goto(link)
+        page.wait_for_selector("#leaderboard tbody tr.trial")
+        assert page.locator("#metric-head").inner_text() == "val loss"
+        assert page.locator("#ranked-by").inner_text() == "val_loss (lower is better)"
+        first = page.locator("#leaderboard tbody tr.trial").first
+        assert first.get_attribute("data-trial") == "1"
+        assert first.locator("td").nth(3).inner_text() == "0.4000"
+    finally:
+        browser.close()
+        p.stop()
+        server.shutdown()
+        server.server_close()
