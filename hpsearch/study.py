@@ -32,6 +32,7 @@ from hpsearch.storage import (
     set_study_system_attr,
     study_system_attrs,
 )
+from hpsearch.storage.leaderboard_sql import read_state_counts, read_value_ranges
 
 _logger = logging.getLogger(__name__)
 
@@ -347,21 +348,9 @@ def list_study_overviews(storage_url: str | None = None) -> list[StudyOverview]:
     counts: dict[int, dict[str, int]] = {s._study_id: dict(zero) for s in studies}
     best: dict[int, tuple[float | None, float | None]] = {}
     if isinstance(storage, optuna.storages.RDBStorage):
-        import sqlalchemy as sa
-
-        with storage.engine.connect() as conn:
-            for study_id, state, n in conn.execute(
-                sa.text("SELECT study_id, state, COUNT(*) FROM trials GROUP BY study_id, state")
-            ):
-                counts.setdefault(int(study_id), dict(zero))[str(state).lower()] = int(n)
-            for study_id, high, low in conn.execute(
-                sa.text(
-                    "SELECT t.study_id, MAX(v.value), MIN(v.value) FROM trials t "
-                    "JOIN trial_values v ON v.trial_id = t.trial_id "
-                    "WHERE t.state = 'COMPLETE' AND v.objective = 0 GROUP BY t.study_id"
-                )
-            ):
-                best[int(study_id)] = (high, low)
+        for study_id, by_state in read_state_counts(storage).items():
+            counts.setdefault(study_id, dict(zero)).update(by_state)
+        best.update(read_value_ranges(storage))
     else:
         for s in studies:
             trials = storage.get_all_trials(s._study_id, deepcopy=False)

@@ -244,3 +244,29 @@ def _fetch_params(conn: sa.Connection, ids: list[int]) -> dict[int, dict[str, An
             dist = dists[dist_json] = optuna.distributions.json_to_distribution(dist_json)
         out.setdefault(trial_id, {})[name] = dist.to_external_repr(value)
     return out
+
+
+def read_state_counts(storage: optuna.storages.RDBStorage) -> dict[int, dict[str, int]]:
+    """Trials per study and state (``{study_id: {"complete": n, ...}}``), in one query."""
+    out: dict[int, dict[str, int]] = {}
+    with storage.engine.connect() as conn:
+        for study_id, state, n in conn.execute(
+            sa.text("SELECT study_id, state, COUNT(*) FROM trials GROUP BY study_id, state")
+        ):
+            out.setdefault(int(study_id), {})[str(state).lower()] = int(n)
+    return out
+
+
+def read_value_ranges(
+    storage: optuna.storages.RDBStorage,
+) -> dict[int, tuple[float | None, float | None]]:
+    """The highest and lowest first objective value of each study's complete trials."""
+    with storage.engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT t.study_id, MAX(v.value), MIN(v.value) FROM trials t "
+                "JOIN trial_values v ON v.trial_id = t.trial_id "
+                "WHERE t.state = 'COMPLETE' AND v.objective = 0 GROUP BY t.study_id"
+            )
+        )
+        return {int(study_id): (high, low) for study_id, high, low in rows}
