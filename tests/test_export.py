@@ -320,3 +320,33 @@ def test_export_is_not_overwritten_nor_written_through_links(exported, tmp_path:
     new = json.loads((out / "hpsearch.json").read_text())
     assert new["selection"] is None and new["created"] >= record["created"]
     assert sorted(p.name for p in out.iterdir()) == ["hpsearch.json", "model.keras", "study.toml"]
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_selection_of_a_val_loss_study_minimizes(tmp_path: Path) -> None:
+    """`best --top 2 --seeds 2` on a val_loss study re-trains the two lowest-loss trials and
+    picks the lowest mean validation loss (it once re-trained the highest-loss trials)."""
+    from hpsearch.export import select, top_trials
+    from hpsearch.space import sample_config
+    from hpsearch.study import launch_study
+
+    text = slow_trial_spec("vl_select", train_subset=300, max_epochs=1)
+    text = text.replace("lr = 0.002", "lr = {choices = [0.001, 0.003, 0.01]}")
+    text += '\n[objective]\nmetric = "val_loss"\ndirection = "minimize"\n'
+    (tmp_path / "vl.toml").write_text(text)
+    spec = load_spec(tmp_path / "vl.toml")
+    url = f"sqlite:///{tmp_path / 'vl.db'}"
+    study = launch_study(spec, text, url).study
+    for loss, rate in ((0.9, 0.001), (0.5, 0.003), (1.4, 0.01)):  # the search's val_loss
+        study.enqueue_trial({"optimizer.lr": rate})
+        trial = study.ask()
+        sample_config(trial, spec.search)
+        study.tell(trial, loss)
+    assert [t.number for t in top_trials(study, 2)] == [1, 0]
+    candidates = select(study, spec, seeds=2, top=2, store=False)
+    assert {c.trial for c in candidates} == {0, 1}
+    assert all(c.metric == "val_loss" and c.record()["metric"] == "val_loss" for c in candidates)
+    assert candidates[0].val_mean <= candidates[1].val_mean  # the lowest mean loss first
+    for c in candidates:  # losses of a 10-class softmax after one short epoch, not accuracies
+        assert all(0.2 < v < 5.0 for v in c.val) and all(0.05 < t <= 1.0 for t in c.test)
