@@ -3,7 +3,7 @@
 Every test gets a fresh database on each backend (``db_url`` in conftest.py) and trains real
 small CNNs on a real slice of Fashion-MNIST. What they prove:
 
-1. 16 concurrent workers reach a 200-trial budget exactly: every trial accounted for, no
+1. 16 concurrent workers reach a 100-trial budget exactly: every trial accounted for, no
    duplicate numbers, none left running, at most one connection per worker.
 2. Workers killed with SIGKILL mid-trial: their trials fail with reason ``timeout`` after the
    heartbeat grace period, are retried and resume from their checkpoints.
@@ -78,8 +78,10 @@ class ConnectionSampler(threading.Thread):
         engine.dispose()
 
 
-def test_16_workers_reach_a_200_trial_budget_exactly(tmp_path: Path, db_url: str) -> None:
-    path = smoke_variant(tmp_path, "fleet", n_trials=200, max_epochs=2)
+def test_16_workers_reach_a_100_trial_budget_exactly(tmp_path: Path, db_url: str) -> None:
+    """16 workers race for the last trials of the budget (about 6 trials each: the race at the
+    end, not the number of trials, is what can go wrong; 200 trials took 4-5 min a backend)."""
+    path = smoke_variant(tmp_path, "fleet", n_trials=100, max_epochs=2)
     sampler = ConnectionSampler(db_url)
     sampler.start()
     result = run_cli("run", str(path), "--workers", "16", "--storage", db_url, timeout=1200)
@@ -93,7 +95,7 @@ def test_16_workers_reach_a_200_trial_budget_exactly(tmp_path: Path, db_url: str
     states = [t.state for t in trials]
     assert TrialState.RUNNING not in states and TrialState.WAITING not in states
     finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(finished) == 200
+    assert len(finished) == 100
     for t in finished:
         assert len(t.intermediate_values) == t.user_attrs["hpsearch:epochs"] >= 1
     for t in trials:
