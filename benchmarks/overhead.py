@@ -231,8 +231,12 @@ def main(argv: list[str] | None = None) -> int:
         "extra_s_per_epoch": (statistics.median(hp_t) - statistics.median(plain_t)) / epochs,
         "target": TARGET,
     }
+    full = {"repeats": 7, "training images": 12000, "epochs": 3}
+    used = {"repeats": repeats, "training images": subset, "epochs": epochs}
+    reduced = [f"{used[k]} {k} instead of {v}" for k, v in full.items() if used[k] != v]
     meta = _common.meta(
         time.perf_counter() - started,
+        reduced=[] if args.quick else reduced,
         mode="quick" if args.quick else "full",
         builder=CUSTOM_BUILDER if args.builder == "custom" else "built-in CNN",
         repeats=repeats,
