@@ -32,7 +32,7 @@ browser:  ## Debian's chromium for the dashboard browser tests (skipped without 
 	else (apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
 	      (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null)); fi
 
-demo: $(VENV)/.installed-demo data  ## search Fashion-MNIST CNNs with 2 local workers (3-8 min on 2 cores, see README)
+demo: $(VENV)/.installed-demo data  ## search Fashion-MNIST CNNs with 2 local workers (about 7 min on 2 cores, see README)
 	$(BIN)/hpsearch run studies/fashion_mnist_quick.toml --workers 2
 
 test: install  ## type check, then every test this machine can run (slow, PostgreSQL, MariaDB, Slurm, browser)
