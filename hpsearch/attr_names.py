@@ -21,6 +21,8 @@ CONFIG = "hpsearch:config"
 SEED = "hpsearch:seed"
 KERAS_BACKEND = "hpsearch:keras_backend"
 WARM_START = "hpsearch:warm_start"
+WARM_START_FROM = "hpsearch:warm_start_from"
+"""``study#trial`` of the earlier study a ``from_study`` warm-start trial came from."""
 
 # Trial user attributes: where it ran (hpsearch.env.where_am_i).
 HOST = "hpsearch:host"

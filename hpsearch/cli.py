@@ -225,7 +225,7 @@ def validate(spec_file: SpecArg) -> None:
             f"dataset {clean(d.label, 120)} (val {d.val_fraction:.0%} seed {d.split_seed}"
             f"{f', train subset {d.train_subset}' if d.train_subset else ''}) · "
             f"{b.n_trials} trials × ≤{b.max_epochs} epochs · sampler {spec.sampler.kind} · "
-            f"pruner {spec.pruner.kind} · {len(spec.warm_start)} warm-start config(s)",
+            f"pruner {spec.pruner.kind} · {_warm_start_summary(spec)}",
             limit=None,
         )
     )
@@ -241,6 +241,15 @@ def launch(spec_file: SpecArg, storage: StorageOpt = None) -> None:
     """
     launched = _launch(spec_file, storage)
     out.print(launched.study.study_name)
+
+
+def _warm_start_summary(spec: Any) -> str:
+    """``2 warm-start config(s), + best 5 of study X`` (``from_study`` is read at launch)."""
+    from hpsearch.transfer import transfer_entries
+
+    studies = transfer_entries(spec)
+    text = f"{len(spec.warm_start) - len(studies)} warm-start config(s)"
+    return text + "".join(f", + best {e.top} of study {e.study}" for e in studies)
 
 
 def _launch(spec_file: Path, storage: str | None) -> Any:
@@ -262,6 +271,8 @@ def _launch(spec_file: Path, storage: str | None) -> Any:
             f"{b.finished}/{b.n_trials} trials finished, {b.waiting} queued",
         )
     )
+    for line in launched.warm_started:
+        err.print(plain(line, limit=2000))
     return launched
 
 

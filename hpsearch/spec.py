@@ -759,9 +759,13 @@ def _check_builder_space(spec: StudySpec, source: str) -> None:
 
 def _check_warm_start(spec: StudySpec, source: str) -> None:
     from hpsearch.space import param_dimensions
+    from hpsearch.transfer import is_transfer, transfer_entry
 
     dims = param_dimensions(spec.search, spec.model.builder)
     for i, config in enumerate(spec.warm_start):
+        if is_transfer(config):  # an earlier study's best trials: checked here, read at launch
+            transfer_entry(i, config, source)
+            continue
         for key, value in config.items():
             where = f"{source}: `warm_start[{i}].{clean(key, 40)}`"
             if key not in dims:

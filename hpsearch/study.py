@@ -33,6 +33,7 @@ from hpsearch.storage import (
     study_system_attrs,
 )
 from hpsearch.storage.leaderboard_sql import read_state_counts, read_value_ranges
+from hpsearch.transfer import is_transfer, transfer_warm_starts
 
 _logger = logging.getLogger(__name__)
 
@@ -97,6 +98,8 @@ class Launched:
     storage_url: str
     changes: list[str] = field(default_factory=list)
     """Budget changes applied to a continued study, e.g. ``["budget.n_trials 30 → 60"]``."""
+    warm_started: list[str] = field(default_factory=list)
+    """One line per ``[[warm_start]] from_study`` table of a new study: what it enqueued."""
 
 
 BUDGET_FIELDS = ("n_trials", "timeout_s", "max_epochs")
@@ -190,7 +193,8 @@ def launch_study(
             _set_metric_name(study, spec)  # studies made before hpsearch set it
             _logger.info("continuing study %s in %s", spec.name, mask_url(url))
             return Launched(study, spec, created=False, storage_url=url, changes=changes)
-    else:
+    transferred = transfer_warm_starts(storage, spec)  # read (and refused) before any write
+    if spec.name not in existing:
         study = optuna.create_study(
             study_name=spec.name,
             storage=storage,
@@ -204,15 +208,34 @@ def launch_study(
     study.set_user_attr(ATTR_DATASET, dataset_key(spec))
     study.set_user_attr(attr_names.VERSION, __version__)
     for params in spec.warm_start:
+        if is_transfer(params):
+            continue
         study.enqueue_trial(
             searched_params(spec.search, params, spec.model.builder),
             user_attrs={attr_names.WARM_START: True},
             skip_if_exists=True,
         )
+    for done in transferred:
+        for number, params in done.enqueued:
+            study.enqueue_trial(
+                params,
+                user_attrs={
+                    attr_names.WARM_START: True,
+                    attr_names.WARM_START_FROM: f"{done.entry.study}#{number}",
+                },
+                skip_if_exists=True,
+            )
+        _logger.info("%s", done.summary())
     # Written last: a study with a fingerprint is complete; one without is finished on relaunch.
     study.set_user_attr(ATTR_FINGERPRINT, spec.fingerprint())
     _logger.info("created study %s in %s", spec.name, mask_url(url))
-    return Launched(study, spec, created=True, storage_url=url)
+    return Launched(
+        study,
+        spec,
+        created=True,
+        storage_url=url,
+        warm_started=[done.summary() for done in transferred],
+    )
 
 
 def load_study(
