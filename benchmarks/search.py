@@ -23,10 +23,12 @@ weights are kept in memory and tested after the budget, so only hpsearch pays fo
 evaluation inside its budget).
 
     .venv/bin/python benchmarks/search.py --quick          # 1 seed × 4 methods × 45 s ≈ 4 min
-    .venv/bin/python benchmarks/search.py                  # CPU: 3 seeds × 4 × 120 s ≈ 27 min
+    .venv/bin/python benchmarks/search.py                  # CPU: 10 seeds × 4 × 120 s ≈ 90 min
     .venv/bin/python benchmarks/search.py --setting gpu    # GPU: full data, 3 × 4 × 30 min
 
-The last line is ``RESULT search_hpsearch_minus_best_other_val=<difference of mean best val>``.
+It ends with ``RESULT search_hpsearch_minus_best_other_val=<difference of mean best val>``,
+``RESULT search_gain_vs_optuna=<mean paired best-val difference>`` and
+``RESULT search_p_vs_optuna=<its Wilcoxon p>`` (see :func:`paired_tests`).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ STUDY_FILE = _common.REPO_ROOT / "studies" / "fashion_mnist_quick.toml"
 METHODS = ("hpsearch", "kerastuner", "optuna", "random")
 SETTINGS: dict[str, dict[str, Any]] = {
     "quick": {"train_subset": 2000, "max_epochs": 3, "budget_s": 45, "seeds": 1, "target": 0.80},
-    "cpu": {"train_subset": 6000, "max_epochs": 6, "budget_s": 120, "seeds": 3, "target": 0.86},
+    "cpu": {"train_subset": 6000, "max_epochs": 6, "budget_s": 120, "seeds": 10, "target": 0.86},
     "gpu": {"train_subset": None, "max_epochs": 20, "budget_s": 1800, "seeds": 3, "target": 0.92},
 }
 
@@ -501,6 +503,62 @@ def summarize(runs: list[dict[str, Any]], budget_s: float, target: float) -> dic
             "complete_trials": _common.mean_std(n_complete),
             "per_seed_best_val": vals,
             "per_seed_time_to_target_s": times,
+            "by_seed": {
+                int(r["seed"]): {"best_val": v, "time_to_target_s": t}
+                for r, v, t in zip(mine, _best_vals(mine, budget_s), times, strict=True)
+            },
+        }
+    return out
+
+
+def _best_vals(runs: list[dict[str, Any]], budget_s: float) -> list[float | None]:
+    """Each run's best validation accuracy at the budget (None: no trial finished)."""
+    out: list[float | None] = []
+    for r in runs:
+        vals = [e["val"] for e in r["events"] if e["t"] <= budget_s and e["val"] is not None]
+        out.append(max(vals) if vals else None)
+    return out
+
+
+def paired_tests(summary: dict[str, Any], budget_s: float) -> dict[str, dict[str, Any]]:
+    """hpsearch against each other method, paired by seed (Wilcoxon signed-rank, SciPy).
+
+    Per other method: the seeds where both have a result, the mean difference of best
+    validation accuracy (hpsearch minus other; > 0: hpsearch better) and its two-sided p, and
+    the same for time to target (a run that never reached it counts as the budget; < 0:
+    hpsearch faster). With fewer than 6 pairs no p below 0.05 is possible.
+    """
+    from scipy.stats import wilcoxon
+
+    def test(diffs: list[float]) -> float | None:
+        if len(diffs) < 2 or all(d == 0 for d in diffs):
+            return None
+        return float(wilcoxon(diffs, zero_method="zsplit").pvalue)
+
+    ours = summary.get("hpsearch", {}).get("by_seed", {})
+    out: dict[str, dict[str, Any]] = {}
+    for method, s in summary.items():
+        if method == "hpsearch":
+            continue
+        seeds = sorted(
+            k for k in ours if k in s["by_seed"] and None not in (
+                ours[k]["best_val"], s["by_seed"][k]["best_val"])
+        )  # fmt: skip
+        val = [ours[k]["best_val"] - s["by_seed"][k]["best_val"] for k in seeds]
+
+        def reached(t: float | None) -> float:
+            return budget_s if t is None else t
+
+        time = [
+            reached(ours[k]["time_to_target_s"]) - reached(s["by_seed"][k]["time_to_target_s"])
+            for k in seeds
+        ]
+        out[method] = {
+            "pairs": len(seeds),
+            "val_gain": sum(val) / len(val) if val else None,
+            "val_p": test(val),
+            "time_gain_s": sum(time) / len(time) if time else None,
+            "time_p": test(time),
         }
     return out
 
@@ -730,11 +788,47 @@ def main(argv: list[str] | None = None) -> int:
         rows,
     )
     md += f"\n![best validation accuracy over time]({png.name})\n"
+    tests = paired_tests(summary, setting["budget_s"]) if "hpsearch" in summary else {}
+    if tests:
+        md += "\n" + paired_table(tests)
     verdict, gap = _verdict(summary)
     md += f"\n{verdict}\n"
-    _common.write_results(name, md, {"meta": meta, "summary": summary, "runs": runs})
+    _common.write_results(
+        name, md, {"meta": meta, "summary": summary, "paired": tests, "runs": runs}
+    )
     _common.result_line("search_hpsearch_minus_best_other_val", f"{gap:+.4f}")
+    vs = tests.get("optuna", {})
+    _common.result_line("search_gain_vs_optuna", _num(vs.get("val_gain"), "+.4f"))
+    _common.result_line("search_p_vs_optuna", _num(vs.get("val_p"), ".3g"))
     return 0
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "nan" if value is None else format(value, fmt)
+
+
+def paired_table(tests: dict[str, dict[str, Any]]) -> str:
+    """Markdown table of :func:`paired_tests`, with a caption saying how to read it."""
+    rows = [
+        (
+            f"hpsearch − {method}",
+            t["pairs"],
+            _num(t["val_gain"], "+.4f"),
+            _num(t["val_p"], ".3g"),
+            _num(t["time_gain_s"], "+.0f"),
+            _num(t["time_p"], ".3g"),
+        )
+        for method, t in tests.items()
+    ]
+    return (
+        "Paired by seed, Wilcoxon signed-rank (two-sided, SciPy): *gain* is the mean "
+        "difference of best validation accuracy (> 0: hpsearch better); *time* that of time to "
+        "the target, a run that never reached it counted as the budget (< 0: hpsearch faster). "
+        "Fewer than 6 pairs cannot reach p < 0.05.\n\n"
+        + _common.table(
+            ["comparison", "seed pairs", "val gain", "p (val)", "time gain s", "p (time)"], rows
+        )
+    )
 
 
 def _verdict(summary: dict[str, Any]) -> tuple[str, float]:

@@ -121,3 +121,34 @@ def test_storage_levers_are_compared_with_plain_and_hpsearch(
     assert "gRPC proxy 8 → 32" in scaling and "15.0 → 12.0 | -20 % |" in scaling
     assert "hpsearch, a study per worker 8 → 32" in scaling and "the floor" in scaling
     assert storage._grpc_table({k: {"plain": v["plain"]} for k, v in cells.items()}) == ""
+
+
+def test_search_pairs_seeds_and_tests_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hpsearch against each method, paired by seed: mean gain and Wilcoxon p, a run that never
+    reached the target counted as the budget, a seed without a result left out."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import search
+
+    def runs(method: str, vals: list[float | None], hit: list[float | None]) -> list[dict]:  # type: ignore[type-arg]
+        out = []
+        for seed, (v, t) in enumerate(zip(vals, hit, strict=True)):
+            events = [] if v is None else [{"t": 50.0, "val": v}]
+            if t is not None:
+                events.insert(0, {"t": t, "val": 0.9})
+            out.append({"method": method, "seed": seed, "events": events})
+        return out
+
+    ours = [0.91, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, None]
+    theirs = [0.88, 0.88, 0.88, 0.88, 0.88, 0.88, 0.88, 0.95]  # below the target
+    data = runs("hpsearch", ours, [10, 10, 10, 10, 10, 10, 10, None])
+    data += runs("optuna", theirs, [20, 20, 20, 20, 20, 20, None, None])
+    summary = search.summarize(data, budget_s=100, target=0.9)
+    t = search.paired_tests(summary, budget_s=100)["optuna"]
+    assert t["pairs"] == 7  # seed 7: hpsearch has no result
+    # optuna's best is 0.90 (its trial that hit the target) on seeds 0-5, 0.88 on seed 6
+    gains = [0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.97 - 0.88]
+    assert t["val_gain"] == pytest.approx(sum(gains) / 7) and t["val_p"] < 0.05
+    # times: -10 s on six seeds, 10 - 100 (never reached) on seed 6
+    assert t["time_gain_s"] == pytest.approx((6 * -10 - 90) / 7) and t["time_p"] < 0.05
+    table = search.paired_table({"optuna": t})
+    assert "| hpsearch − optuna | 7 | +0.0429 |" in table
