@@ -225,7 +225,7 @@ def validate(spec_file: SpecArg) -> None:
             f"dataset {clean(d.label, 120)} (val {d.val_fraction:.0%} seed {d.split_seed}"
             f"{f', train subset {d.train_subset}' if d.train_subset else ''}) · "
             f"{b.n_trials} trials × ≤{b.max_epochs} epochs · sampler {spec.sampler.kind} · "
-            f"pruner {spec.pruner.kind} · {_warm_start_summary(spec)}",
+            f"pruner {spec.pruner.kind}{_fractions(spec)} · {_warm_start_summary(spec)}",
             limit=None,
         )
     )
@@ -241,6 +241,12 @@ def launch(spec_file: SpecArg, storage: StorageOpt = None) -> None:
     """
     launched = _launch(spec_file, storage)
     out.print(launched.study.study_name)
+
+
+def _fractions(spec: Any) -> str:
+    """`` (data 12%→25%→50%→all)`` for a ``pruner.data_fractions`` schedule, else empty."""
+    shares = spec.pruner.data_fractions
+    return f" (data {'→'.join(f'{f:.0%}' for f in shares)}→all)" if shares else ""
 
 
 def _warm_start_summary(spec: Any) -> str:

@@ -242,6 +242,42 @@ def _epoch_callbacks(
     return EpochGuard(), Checkpointer()
 
 
+def fit_by_data_fraction(
+    model: keras.Model,
+    splits: Splits,
+    spec: StudySpec,
+    initial_epoch: int,
+    prefix: str = "",
+    **fit_kwargs: Any,
+) -> None:
+    """Train from ``initial_epoch`` to ``budget.max_epochs``, each epoch on its share of the
+    training images (``pruner.data_fractions``; all of them without a schedule).
+
+    Consecutive epochs with the same share are one ``model.fit`` call, so without a schedule
+    this is exactly one call. Epoch numbers (and so the pruner's steps and the checkpoints)
+    run on across calls; a resumed trial picks up the schedule at its next epoch.
+    """
+    pruner, max_epochs = spec.pruner, spec.budget.max_epochs
+    n_images = len(splits.x_train)
+    epoch = initial_epoch
+    while epoch < max_epochs:
+        share = pruner.data_fraction(epoch)
+        end = epoch + 1
+        while end < max_epochs and pruner.data_fraction(end) == share:
+            end += 1
+        n = max(1, round(n_images * share))
+        if share < 1.0:
+            _logger.info(
+                "%s epochs %d-%d on %d of %d training images", prefix, epoch + 1, end, n, n_images
+            )
+        model.fit(
+            splits.x_train[:n], splits.y_train[:n], epochs=end, initial_epoch=epoch, **fit_kwargs
+        )
+        if getattr(model, "stop_training", False):  # a callback ended training early
+            return
+        epoch = end
+
+
 def classify_failure(error: BaseException) -> str:
     """Cause of a failed trial: ``preempted``, ``nan``, ``oom``, ``timeout`` or ``exception``."""
     if isinstance(error, KeyboardInterrupt):  # Preempted, or Ctrl-C
@@ -336,12 +372,13 @@ class Objective:
             guard, checkpointer = _epoch_callbacks(
                 trial, checkpoint, progress, self.spec.budget.trial_timeout_s, self.metric
             )
-            model.fit(
-                splits.x_train,
-                splits.y_train,
+            fit_by_data_fraction(
+                model,
+                splits,
+                self.spec,
+                progress.epochs,
+                f"[{log_prefix()} trial {trial.number}]",
                 batch_size=config.train.batch_size,
-                epochs=self.spec.budget.max_epochs,
-                initial_epoch=progress.epochs,
                 validation_data=(splits.x_val, splits.y_val),
                 callbacks=[
                     keras.callbacks.TerminateOnNaN(),

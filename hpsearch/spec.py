@@ -380,6 +380,27 @@ class PrunerSpec(_Strict):
     reduction_factor: int = Field(3, ge=2, le=100)
     n_startup_trials: int = Field(5, ge=0, le=1_000_000)
     n_warmup_steps: int = Field(1, ge=0, le=100_000)
+    data_fractions: list[Annotated[float, Field(gt=0, le=1, allow_inf_nan=False)]] = Field(
+        default_factory=list, max_length=100, examples=[[0.125, 0.25, 0.5]]
+    )
+    """Training-set size as a fidelity: epoch k (1, 2, ...) trains on the first
+    ``data_fractions[k-1]`` of the (shuffled) training images, later epochs on all of them. Each
+    epoch is still one step for the pruner, so early rungs judge trials on less data at a
+    fraction of the cost, and a promoted trial continues from its checkpoint on more data."""
+
+    @model_validator(mode="after")
+    def _fractions_grow(self) -> PrunerSpec:
+        f = self.data_fractions
+        if any(b < a for a, b in zip(f, f[1:], strict=False)):
+            raise ValueError(
+                f"data_fractions must not shrink from one epoch to the next, got {f}; "
+                "example: data_fractions = [0.125, 0.25, 0.5]"
+            )
+        return self
+
+    def data_fraction(self, epoch: int) -> float:
+        """Share of the training images that epoch ``epoch`` (0-based) trains on."""
+        return self.data_fractions[epoch] if epoch < len(self.data_fractions) else 1.0
 
 
 class ConvSpace(_Strict):
@@ -588,6 +609,7 @@ _NEWER_DEFAULTS: list[tuple[str, str, Any]] = [
     ("data", "image_size", None),
     ("data", "color_mode", "rgb"),
     ("data", "test_fraction", 0.2),
+    ("pruner", "data_fractions", []),
 ]
 
 

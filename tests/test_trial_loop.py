@@ -43,3 +43,54 @@ def test_one_tiny_trial_end_to_end(tmp_path: Path, sqlite_url: str) -> None:
     assert "hpsearch:fail_reason" not in attrs
     checkpoints = Path(os.environ["HPSEARCH_RUNS_DIR"]) / "tiny" / "checkpoints"
     assert not any(checkpoints.glob("*"))  # removed once the trial finished
+
+
+def test_data_fractions_grow_the_training_set_epoch_by_epoch(tmp_path: Path) -> None:
+    """``pruner.data_fractions = [0.25, 0.5]``: epoch 1 trains on a quarter of the images,
+    epoch 2 on half, epoch 3 on all; a resumed trial picks the schedule up at its next epoch,
+    and a callback that stops training early is obeyed."""
+    import keras
+    import numpy as np
+
+    from hpsearch.data import Splits
+    from hpsearch.objective import fit_by_data_fraction
+    from hpsearch.spec import spec_from_dict
+
+    text = slow_trial_spec("frac", train_subset=400, max_epochs=3)
+    text = text.replace(
+        '[pruner]\nkind = "none"', '[pruner]\nkind = "none"\ndata_fractions = [0.25, 0.5]'
+    )
+    (tmp_path / "frac.toml").write_text(text)
+    spec = load_spec(tmp_path / "frac.toml")
+    assert spec.pruner.data_fractions == [0.25, 0.5]
+    rng = np.random.default_rng(0)
+    x = rng.random((400, 8, 8, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 400).astype("int32")
+    splits = Splits(x, y, x[:40], y[:40], x[:40], y[:40])
+
+    class Steps(keras.callbacks.Callback):  # type: ignore[misc]
+        def __init__(self, stop_after: int | None = None) -> None:
+            super().__init__()
+            self.seen: list[tuple[int, int]] = []
+            self.stop_after = stop_after
+
+        def on_epoch_end(self, epoch: int, logs: object = None) -> None:
+            self.seen.append((epoch + 1, self.params["steps"]))  # batches of 50 images
+            if self.stop_after == epoch + 1:
+                self.model.stop_training = True
+
+    def run(initial_epoch: int, steps: Steps) -> list[tuple[int, int]]:
+        model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
+                                  keras.layers.Dense(10, activation="softmax")])  # fmt: skip
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        fit_by_data_fraction(
+            model, splits, spec, initial_epoch, batch_size=50, callbacks=[steps], verbose=0,
+            validation_data=(splits.x_val, splits.y_val),
+        )  # fmt: skip
+        return steps.seen
+
+    assert run(0, Steps()) == [(1, 2), (2, 4), (3, 8)]
+    assert run(1, Steps()) == [(2, 4), (3, 8)]  # resumed after epoch 1
+    assert run(0, Steps(stop_after=1)) == [(1, 2)]
+    with pytest.raises(Exception, match="data_fractions must not shrink"):
+        spec_from_dict({**spec.model_dump(mode="json"), "pruner": {"data_fractions": [0.5, 0.25]}})
