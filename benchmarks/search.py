@@ -54,6 +54,10 @@ import tomllib
 
 STUDY_FILE = _common.REPO_ROOT / "studies" / "fashion_mnist_quick.toml"
 METHODS = ("hpsearch", "kerastuner", "optuna", "random")
+EXTRA_METHODS = ("hpsearch_data",)  # with --methods: hpsearch with a lever switched on
+ALL_METHODS = METHODS + EXTRA_METHODS
+DATA_FRACTIONS = [0.125, 0.25, 0.5]
+"""``hpsearch_data``: the study file plus ``[pruner] data_fractions`` (training-set fidelity)."""
 SETTINGS: dict[str, dict[str, Any]] = {
     "quick": {"train_subset": 2000, "max_epochs": 3, "budget_s": 45, "seeds": 1, "target": 0.80},
     "cpu": {"train_subset": 6000, "max_epochs": 6, "budget_s": 120, "seeds": 10, "target": 0.86},
@@ -452,6 +456,11 @@ def child(method: str, seed: int, setting_name: str, out: Path) -> None:
     max_epochs = setting["max_epochs"]
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "hpsearch": lambda: run_hpsearch(spec_raw, splits, clock),
+        "hpsearch_data": lambda: run_hpsearch(
+            {**spec_raw, "pruner": {**spec_raw["pruner"], "data_fractions": DATA_FRACTIONS}},
+            splits,
+            clock,
+        ),
         "kerastuner": lambda: run_kerastuner(
             splits, max_epochs, seed, clock, Path(os.environ["HPSEARCH_RUNS_DIR"]) / "kt"
         ),
@@ -478,7 +487,7 @@ def child(method: str, seed: int, setting_name: str, out: Path) -> None:
 def summarize(runs: list[dict[str, Any]], budget_s: float, target: float) -> dict[str, Any]:
     """Per method: best val and its test accuracy at the budget, time to target, trials."""
     out: dict[str, Any] = {}
-    for method in METHODS:
+    for method in ALL_METHODS:
         mine = [r for r in runs if r["method"] == method]
         if not mine:
             continue
@@ -575,9 +584,15 @@ def plot(
     from hpsearch.baselines import for_dataset, load_baselines
 
     fig, ax = plt.subplots(figsize=(10, 6))
-    colors = dict(zip(METHODS, ("tab:red", "tab:blue", "tab:green", "tab:gray"), strict=True))
+    colors = dict(
+        zip(
+            ALL_METHODS,
+            ("tab:red", "tab:blue", "tab:green", "tab:gray", "tab:purple"),
+            strict=True,
+        )
+    )
     lows = []
-    for method in METHODS:
+    for method in ALL_METHODS:
         for i, r in enumerate(x for x in runs if x["method"] == method):
             xs, ys, best = [], [], -1.0
             for e in sorted(r["events"], key=lambda e: e["t"]):
@@ -637,7 +652,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--setting", choices=sorted(SETTINGS), help="cpu (default) or gpu")
     parser.add_argument("--seeds", type=int, help="number of seeds (default: the setting's)")
     parser.add_argument("--budget-s", type=float, help="wall-clock budget per method and seed")
-    parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
+    parser.add_argument(
+        "--methods",
+        default=",".join(METHODS),
+        help=f"comma-separated, of {', '.join(ALL_METHODS)} (default: {', '.join(METHODS)})",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -663,9 +682,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     seeds = list(range(args.seeds or setting["seeds"]))
     methods = [m for m in args.methods.split(",") if m]
-    unknown = set(methods) - set(METHODS)
+    unknown = set(methods) - set(ALL_METHODS)
     if unknown:
-        parser.error(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(METHODS)}")
+        parser.error(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(ALL_METHODS)}")
     from hpsearch.local import thread_env
 
     started = time.perf_counter()
