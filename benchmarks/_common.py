@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
-RESULTS_DIR = BENCH_DIR / "results"
+RESULTS_DIR = Path(os.environ.get("HPSEARCH_BENCH_RESULTS") or BENCH_DIR / "results")
+"""Where results go; ``$HPSEARCH_BENCH_RESULTS`` redirects them (the tests do)."""
 REPO_ROOT = BENCH_DIR.parent
 PACKAGES = (
     "hpsearch",

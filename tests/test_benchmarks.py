@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -152,3 +153,23 @@ def test_search_pairs_seeds_and_tests_them(monkeypatch: pytest.MonkeyPatch) -> N
     assert t["time_gain_s"] == pytest.approx((6 * -10 - 90) / 7) and t["time_p"] < 0.05
     table = search.paired_table({"optuna": t})
     assert "| hpsearch − optuna | 7 | +0.0429 |" in table
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_search_quick_runs_and_prints_its_figures(tmp_path: Path) -> None:
+    """`search.py --quick` (shortened: 2 methods, 8 s each) runs end to end and ends with the
+    comparison's RESULT lines; results go to a temporary folder, not benchmarks/results."""
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "search.py"), "--quick", "--budget-s", "8",
+         "--methods", "hpsearch,optuna"],
+        capture_output=True, text=True, timeout=600, cwd=BENCH.parent,
+        env={**os.environ, "HPSEARCH_BENCH_RESULTS": str(tmp_path)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    names = [line.split()[1].split("=")[0] for line in results]
+    assert names == [
+        "search_hpsearch_minus_best_other_val", "search_gain_vs_optuna", "search_p_vs_optuna",
+    ]  # fmt: skip
+    assert (tmp_path / "search_quick.md").exists() and (tmp_path / "search_quick.json").exists()
