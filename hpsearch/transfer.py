@@ -21,6 +21,7 @@ direction pick its best trials. :func:`transfer_warm_starts` returns what was do
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,7 @@ from hpsearch.errors import SpecError
 from hpsearch.spec import NAME_PATTERN, CatDim, FloatDim, IntDim, StudySpec
 
 FROM_STUDY = "from_study"
-KEYS = {FROM_STUDY: "study name", "top": "1 to 100", "out_of_range": '"clip" or "skip"'}
+KEYS = (FROM_STUDY, "top", "out_of_range")
 DEFAULT_TOP = 5
 OUT_OF_RANGE = ("clip", "skip")
 
@@ -88,10 +89,8 @@ def transfer_entry(index: int, entry: Mapping[str, Any], source: str) -> Transfe
     Raises:
         SpecError: One line naming the field, what was received and a valid example.
     """
-    import re
-
     where = f"{source}: `warm_start[{index}]"
-    example = '[[warm_start]] from_study = "fashion_mnist_quick", top = 5'
+    example = '[[warm_start]] from_study = "fashion_mnist_quick"'
     for key in entry:
         if key not in KEYS:
             raise SpecError(
