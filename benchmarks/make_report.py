@@ -45,6 +45,13 @@ SECTIONS = (
         "not run yet",
     ),
     (
+        "search_data_fractions",
+        "search: training-set size as a fidelity (hpsearch with and without data_fractions)",
+        ".venv/bin/python benchmarks/search.py --methods hpsearch,hpsearch_data "
+        "--name search_data_fractions",
+        "not run yet",
+    ),
+    (
         "search_gpu",
         "search (GPU setting)",
         ".venv/bin/python benchmarks/search.py --setting gpu",
@@ -175,7 +182,13 @@ def _key_figure(name: str, data: dict[str, Any]) -> str:
                 if v.get("time_to_target_s") and v["time_to_target_s"][0] is not None
             ]
             figure = "mean best val acc: " + ", ".join(parts)
-            return figure + ("; mean time to target: " + ", ".join(times) if times else "")
+            figure += "; mean time to target: " + ", ".join(times) if times else ""
+            paired = [
+                f"vs {m} {t['val_gain']:+.4f} (p {t['val_p']:.2g}, {t['pairs']} seeds)"
+                for m, t in data.get("paired", {}).items()
+                if t.get("val_gain") is not None and t.get("val_p") is not None
+            ]
+            return figure + ("; hpsearch paired by seed: " + ", ".join(paired) if paired else "")
         if name in ("storage", "storage_20k", "storage_after_package"):
             rows = [r for res in data["results"].values() for r in res.get("rows", [])]
             rows = [r for r in rows if r["backend"] == "postgresql" and "died" not in r]

@@ -664,6 +664,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--note", action="append", default=[], help="a line for the results' header (repeatable)"
     )
+    parser.add_argument(
+        "--name", help="results name (default: search, search_quick or search_gpu)"
+    )
     args = parser.parse_args(argv)
     setting_name = "quick" if args.quick else (args.setting or "cpu")
     defaults = dict(SETTINGS[setting_name])
@@ -756,7 +759,9 @@ def main(argv: list[str] | None = None) -> int:
         reduced=reduced,
         notes=args.note,
     )
-    name = {"quick": "search_quick", "cpu": "search", "gpu": "search_gpu"}[setting_name]
+    name = (
+        args.name or {"quick": "search_quick", "cpu": "search", "gpu": "search_gpu"}[setting_name]
+    )
     png = _common.RESULTS_DIR / f"{name}.png"
     _common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     label = {"quick": "quick (smoke) setting", "cpu": "CPU setting", "gpu": "GPU setting"}
