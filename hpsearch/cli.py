@@ -20,7 +20,15 @@ from rich.table import Table
 from rich.text import Text
 
 from hpsearch import attr_names
-from hpsearch.display import DEFAULT_METRIC, clean, mean_pm, metric_label, plain, ranked_by
+from hpsearch.display import (
+    DEFAULT_METRIC,
+    clean,
+    mean_pm,
+    metric_label,
+    metric_short,
+    plain,
+    ranked_by,
+)
 from hpsearch.errors import HpsearchError
 
 app = typer.Typer(
@@ -519,6 +527,12 @@ def _print_unranked(rows: list[dict[str, Any]], top: int) -> None:
     )
 
 
+def _retrain_columns(metric: str) -> tuple[str, ...]:
+    """Numeric columns of both re-training tables: the search's figures, then over seeds."""
+    val = metric_short(metric)
+    return ("trial", f"search {val}", "search test", f"{val} mean ± std", "test mean ± std")
+
+
 def _print_retrained(rows: list[dict[str, Any]], metric: str, direction: str) -> None:
     """Trials re-trained by `hpsearch best --seeds K --top N`: search vs re-trained figures."""
     done = [r for r in rows if r["kind"] == "trial" and r.get("retrain_seeds")]
@@ -528,14 +542,7 @@ def _print_retrained(rows: list[dict[str, Any]], metric: str, direction: str) ->
         title="Re-trained (hpsearch best --seeds): mean ± std over seeds vs the search's run",
         title_justify="left",
     )
-    val = metric_label(metric).replace("val acc", "val")
-    for column in (
-        "trial",
-        f"search {val}",
-        "search test",
-        f"{val} mean ± std",
-        "test mean ± std",
-    ):
+    for column in _retrain_columns(metric):
         table.add_column(column, justify="right")
     table.add_column("seeds", justify="right")
     sign = 1.0 if direction == "minimize" else -1.0
@@ -620,14 +627,7 @@ def _print_selection(selection: dict[str, Any]) -> None:
         title_justify="left",
     )
     metric = (selection["candidates"] or [{}])[0].get("metric", DEFAULT_METRIC)
-    val = metric_label(metric).replace("val acc", "val")
-    for column in (
-        "trial",
-        f"search {val}",
-        "search test",
-        f"{val} mean ± std",
-        "test mean ± std",
-    ):
+    for column in _retrain_columns(metric):
         table.add_column(column, justify="right")
     table.add_column("config")
     for c in selection["candidates"]:

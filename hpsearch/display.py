@@ -141,6 +141,7 @@ __all__ = [
     "is_accuracy",
     "mean_pm",
     "metric_label",
+    "metric_short",
     "percent",
     "plain",
     "quoted",
@@ -175,6 +176,11 @@ def is_accuracy(metric: str) -> bool:
 def metric_label(metric: str) -> str:
     """A column heading for the objective: ``val acc`` for val_accuracy, else ``val loss``."""
     return "val acc" if metric == DEFAULT_METRIC else metric.replace("_", " ")
+
+
+def metric_short(metric: str) -> str:
+    """The objective in a compound heading (``search val``, ``val loss mean ± std``)."""
+    return "val" if metric == DEFAULT_METRIC else metric_label(metric)
 
 
 def format_metric(value: float | None, metric: str = DEFAULT_METRIC) -> str:

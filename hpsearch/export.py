@@ -48,13 +48,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from hpsearch import attr_names
 from hpsearch.data import call_loader, candidate_dirs, load_arrays, load_splits
 from hpsearch.display import DEFAULT_METRIC, ranked_by
 from hpsearch.errors import ExportError, StorageError
-from hpsearch.ranking import RETRAIN_ATTR_PREFIX
+from hpsearch.ranking import RETRAIN_ATTR_PREFIX, best_complete_trials
 from hpsearch.spec import DataSpec, StudySpec
 from hpsearch.study import ATTR_SPEC_TOML, stored_attr
 
@@ -392,17 +392,12 @@ def top_trials(study: optuna.Study, n: int) -> list[FrozenTrial]:
     Raises:
         StorageError: If the study has no complete trial.
     """
-    complete = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)
-    ]
-    if not complete:
+    best = best_complete_trials(study, n)
+    if not best:
         raise StorageError(
             f"study {study.study_name!r} has no complete trial yet; run workers first"
         )
-    sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
-    return sorted(complete, key=lambda t: (sign * (t.value or 0.0), t.number))[:n]
+    return best
 
 
 def _epochs_of(trial: FrozenTrial, spec: StudySpec) -> int:

@@ -446,6 +446,19 @@ def _leaderboard(
     }
 
 
+def best_complete_trials(study: optuna.Study, n: int) -> list[FrozenTrial]:
+    """The ``n`` best complete trials with a finite value, in the study's direction (the
+    highest accuracy, the lowest loss; ties: the lower number). Pruned trials never trained
+    for the full budget, so their last value is not comparable and they are not candidates."""
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    ]
+    sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
+    return sorted(complete, key=lambda t: (sign * (t.value or 0.0), t.number))[:n]
+
+
 def objective_metric(storage: optuna.storages.BaseStorage, study_name: str) -> str:
     """The study's objective metric (``val_loss``, ...): the metric name hpsearch gives its
     studies; ``val_accuracy`` for a study that has none (plain Optuna, older hpsearch)."""

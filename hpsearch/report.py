@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from hpsearch import __version__
 from hpsearch.baselines import load_baselines
@@ -33,12 +32,13 @@ from hpsearch.display import (
     is_accuracy,
     mean_pm,
     metric_label,
+    metric_short,
     percent,
     ranked_by,
 )
 from hpsearch.errors import SpecError
 from hpsearch.markdown import md_code, md_fence, md_text
-from hpsearch.ranking import leaderboard, state_label
+from hpsearch.ranking import best_complete_trials, leaderboard, state_label
 from hpsearch.storage import get_storage, mask_url, resolve_url
 from hpsearch.study import ATTR_SPEC_TOML, stored_attr
 
@@ -59,7 +59,7 @@ _CSV_COLUMNS += RETRAIN_COLUMNS
 
 
 def _retrain_head(metric: str) -> tuple[str, ...]:
-    val = metric_label(metric).replace("val acc", "val")
+    val = metric_short(metric)
     return ("trial", "study", f"search {val}", "search test", f"{val} mean ± std",
             "test acc mean ± std", "seeds", "configuration")  # fmt: skip
 
@@ -315,18 +315,10 @@ def build_report(
         warnings.simplefilter("ignore")
         loaded = optuna.load_study(study_name=study, storage=storage)
     spec_toml = str(stored_attr(loaded, ATTR_SPEC_TOML) or "")
-    best = _best_trial(loaded)
+    best = next(iter(best_complete_trials(loaded, 1)), None)
     if fmt == "md":
         return render_markdown(board, spec_toml, best, top=top)
     return render_html(board, spec_toml, best, top=top)
-
-
-def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The best complete trial in the study's direction (ties: the earlier one)."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    complete = [t for t in complete if t.value is not None and math.isfinite(t.value)]
-    sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
-    return min(complete, key=lambda t: (sign * (t.value or 0.0), t.number)) if complete else None
 
 
 def render_csv(rows: Sequence[dict[str, Any]], metric: str = DEFAULT_METRIC) -> str:

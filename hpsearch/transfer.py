@@ -20,14 +20,12 @@ direction pick its best trials. :func:`transfer_warm_starts` returns what was do
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
 
 from hpsearch.display import excerpt
 from hpsearch.errors import SpecError
@@ -140,6 +138,7 @@ def transfer_warm_starts(
         SpecError: If a named study is not on the storage, is the study itself, has no complete
             trial, or shares no searched parameter with this space.
     """
+    from hpsearch.ranking import best_complete_trials
     from hpsearch.space import param_dimensions, searched_params
 
     source = source or f"study {spec.name}"
@@ -161,7 +160,7 @@ def transfer_warm_starts(
                 f"here: {listed}"
             )
         other = optuna.load_study(study_name=entry.study, storage=storage)
-        best = _best_trials(other, entry.top)
+        best = best_complete_trials(other, entry.top)
         if not best:
             raise SpecError(
                 f"{where}: study {entry.study!r} has no complete trial to start from yet"
@@ -198,16 +197,6 @@ def _map(
             done.clipped.append(f"#{trial.number} {key} {value!r} → {fitted!r}")
         mapped[key] = fitted
     return mapped
-
-
-def _best_trials(study: optuna.Study, n: int) -> list[optuna.trial.FrozenTrial]:
-    complete = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)
-    ]
-    sign = 1.0 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1.0
-    return sorted(complete, key=lambda t: (sign * (t.value or 0.0), t.number))[:n]
 
 
 def _fit(dim: Any, value: Any) -> Any:
