@@ -37,6 +37,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -54,10 +55,18 @@ import tomllib
 
 STUDY_FILE = _common.REPO_ROOT / "studies" / "fashion_mnist_quick.toml"
 METHODS = ("hpsearch", "kerastuner", "optuna", "random")
-EXTRA_METHODS = ("hpsearch_data",)  # with --methods: hpsearch with a lever switched on
+EXTRA_METHODS = ("hpsearch_data", "hpsearch_transfer")  # --methods: hpsearch with a lever on
 ALL_METHODS = METHODS + EXTRA_METHODS
+VARIANTS = ("hpsearch", *EXTRA_METHODS)
+"""hpsearch and its variants: each is compared, paired by seed, with every other method."""
+PARALLEL_METHODS = ("hpsearch", "optuna", "random", "hpsearch_transfer")
+"""Methods of the ``--workers N`` setting (KerasTuner's parallel mode needs a gRPC chief)."""
 DATA_FRACTIONS = [0.125, 0.25, 0.5]
 """``hpsearch_data``: the study file plus ``[pruner] data_fractions`` (training-set fidelity)."""
+EARLIER: dict[str, Any] = {"name": "bench_earlier", "seed": 1000, "split_seed": 1}
+"""``hpsearch_transfer``'s earlier study: another split of the same data, another seed."""
+TRANSFER_TOP = 5
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 SETTINGS: dict[str, dict[str, Any]] = {
     "quick": {"train_subset": 2000, "max_epochs": 3, "budget_s": 45, "seeds": 1, "target": 0.80},
     "cpu": {"train_subset": 6000, "max_epochs": 6, "budget_s": 120, "seeds": 10, "target": 0.86},
@@ -254,7 +263,11 @@ def _spec_dict(name: str, setting: dict[str, Any], seed: int) -> dict[str, Any]:
     return raw
 
 
-def run_hpsearch(spec_raw: dict[str, Any], splits: Any, clock: _Clock) -> dict[str, Any]:
+def run_hpsearch(
+    spec_raw: dict[str, Any], splits: Any, clock: _Clock, worker: _Worker
+) -> dict[str, Any]:
+    """``hpsearch launch`` (worker 0; the others wait for the study), then ``run_worker``."""
+    import optuna
     import tomli_w
     from optuna.trial import TrialState
 
@@ -262,16 +275,20 @@ def run_hpsearch(spec_raw: dict[str, Any], splits: Any, clock: _Clock) -> dict[s
     from hpsearch.study import launch_study
     from hpsearch.worker import run_worker
 
-    url = f"sqlite:///{Path(os.environ['HPSEARCH_RUNS_DIR']) / 'search.db'}"
-    launched = launch_study(spec_from_dict(spec_raw), tomli_w.dumps(spec_raw), url)
-    start = datetime.now()
-    clock.start()
+    assert worker.storage, "hpsearch runs on a database"
+    if worker.index == 0:
+        launch_study(spec_from_dict(spec_raw), tomli_w.dumps(spec_raw), worker.storage)
+    else:
+        _wait_for_study(spec_raw["name"], worker.storage)
+    clock.start(worker.ready)
     try:
-        run_worker(spec_raw["name"], url, worker_index=0)
+        run_worker(spec_raw["name"], worker.storage, worker_index=worker.index)
     except (BudgetExhausted, KeyboardInterrupt):
         pass
     clock.stop()
-    trials = launched.study.get_trials(deepcopy=False)
+    start = datetime.fromtimestamp(clock.start_at)
+    study = optuna.load_study(study_name=spec_raw["name"], storage=worker.storage)
+    trials = study.get_trials(deepcopy=False)
     events = [
         {
             "t": (t.datetime_complete - start).total_seconds(),
@@ -287,9 +304,13 @@ def run_hpsearch(spec_raw: dict[str, Any], splits: Any, clock: _Clock) -> dict[s
 
 
 def run_optuna(
-    splits: Any, max_epochs: int, seed: int, clock: _Clock, random: bool
+    splits: Any, max_epochs: int, seed: int, clock: _Clock, random: bool, worker: _Worker
 ) -> dict[str, Any]:
-    """The plain Optuna script a user would write (TPE + Hyperband, or random search)."""
+    """The plain Optuna script a user would write (TPE + Hyperband, or random search).
+
+    With several workers each runs this script on one shared study (the storage's), its
+    sampler seeded ``seed + worker`` as hpsearch does, so that they do not sample alike.
+    """
     import keras
     import optuna
     from optuna_integration import KerasPruningCallback
@@ -317,16 +338,20 @@ def run_optuna(
         best.offer(val, config, model)
         return val
 
+    worker_seed = seed + worker.index
     study = optuna.create_study(
+        storage=worker.storage,
+        study_name=worker.study,
+        load_if_exists=True,
         direction="maximize",
-        sampler=optuna.samplers.RandomSampler(seed=seed)
+        sampler=optuna.samplers.RandomSampler(seed=worker_seed)
         if random
-        else optuna.samplers.TPESampler(seed=seed),
+        else optuna.samplers.TPESampler(seed=worker_seed),
         pruner=optuna.pruners.NopPruner()
         if random
         else optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs),
     )
-    clock.start()
+    clock.start(worker.ready)
     try:
         study.optimize(objective)
     except BudgetExhausted:
@@ -336,7 +361,7 @@ def run_optuna(
 
 
 def run_kerastuner(
-    splits: Any, max_epochs: int, seed: int, clock: _Clock, folder: Path
+    splits: Any, max_epochs: int, seed: int, clock: _Clock, folder: Path, ready: Path
 ) -> dict[str, Any]:
     import keras
     import keras_tuner as kt
@@ -376,7 +401,7 @@ def run_kerastuner(
         project_name="kt",
         overwrite=True,
     )
-    clock.start()
+    clock.start(ready)
     try:
         tuner.search(
             splits.x_train,
@@ -409,23 +434,59 @@ def _finish(
     return {"events": events, "counts": counts or {}}
 
 
+@dataclass(frozen=True)
+class _Worker:
+    """Where one worker process of a run keeps its study, and its start-line file."""
+
+    index: int
+    storage: str | None  # None: in memory (plain Optuna and random search, one worker)
+    study: str
+    ready: Path
+
+
+def _wait_for_study(name: str, storage: str, timeout_s: float = 300) -> None:
+    """Block until worker 0 has launched study ``name``."""
+    import optuna
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            optuna.load_study(study_name=name, storage=storage)
+            return
+        except KeyError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 class _Clock:
-    """Wall clock of one run; sends SIGTERM to this process when the budget is over."""
+    """Wall clock of one run; sends SIGTERM to this process when the budget is over.
+
+    The workers of a run share one start line: each writes its ``ready`` file once its
+    imports, data and study are there, and the parent, once all are ready, writes ``go`` next
+    to them with the start time. The budget and every event's time count from that time.
+    """
 
     def __init__(self, budget_s: float) -> None:
         self.budget_s = budget_s
-        self.t0 = 0.0
+        self.start_at = 0.0
         self.t_end: float | None = None
         self._timer: threading.Timer | None = None
 
-    def start(self) -> None:
-        self.t0 = time.monotonic()
-        self._timer = threading.Timer(self.budget_s, os.kill, (os.getpid(), signal.SIGTERM))
+    def start(self, ready: Path) -> None:
+        ready.write_text(str(os.getpid()))
+        go = ready.parent / "go"
+        while not go.exists():
+            time.sleep(0.05)
+        self.start_at = float(go.read_text())
+        time.sleep(max(0.0, self.start_at - time.time()))
+        left = self.budget_s - self.elapsed()
+        self._timer = threading.Timer(max(left, 0.0), os.kill, (os.getpid(), signal.SIGTERM))
         self._timer.daemon = True
         self._timer.start()
 
     def elapsed(self) -> float:
-        return time.monotonic() - self.t0
+        return time.time() - self.start_at
 
     def stop(self) -> None:
         if self._timer is not None:
@@ -433,8 +494,14 @@ class _Clock:
         self.t_end = self.elapsed()
 
 
-def child(method: str, seed: int, setting_name: str, out: Path) -> None:
-    """Run one method for one seed within the budget and write its events to ``out``."""
+def child(
+    method: str, seed: int, setting_name: str, out: Path, worker: _Worker, earlier: str
+) -> None:
+    """Run one worker of one method for one seed within the budget; events go to ``out``.
+
+    ``method`` ``earlier`` is the earlier study of ``hpsearch_transfer`` (run once, before
+    the seeds); ``earlier`` names it.
+    """
     setting = SETTINGS[setting_name]
 
     def on_term(signum: int, frame: Any) -> None:
@@ -448,29 +515,44 @@ def child(method: str, seed: int, setting_name: str, out: Path) -> None:
     from hpsearch.spec import spec_from_dict
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    spec_raw = _spec_dict(f"bench_{method}_{seed}", setting, seed)
+    spec_raw = _spec_dict(worker.study, setting, seed)
+    if method == "earlier":
+        spec_raw["sampler"]["seed"] = EARLIER["seed"]
+        spec_raw["data"]["split_seed"] = EARLIER["split_seed"]
+    if method == "hpsearch_transfer":  # the study file with one more [[warm_start]] table
+        entry = {"from_study": earlier, "top": TRANSFER_TOP}
+        spec_raw["warm_start"] = [entry, *spec_raw.get("warm_start", [])]
     spec = spec_from_dict(spec_raw)
     check_same_space(spec)
     splits = load_splits(spec.data)
     clock = _Clock(setting["budget_s"])
     max_epochs = setting["max_epochs"]
     runners: dict[str, Callable[[], dict[str, Any]]] = {
-        "hpsearch": lambda: run_hpsearch(spec_raw, splits, clock),
+        "hpsearch": lambda: run_hpsearch(spec_raw, splits, clock, worker),
+        "earlier": lambda: run_hpsearch(spec_raw, splits, clock, worker),
+        "hpsearch_transfer": lambda: run_hpsearch(spec_raw, splits, clock, worker),
         "hpsearch_data": lambda: run_hpsearch(
             {**spec_raw, "pruner": {**spec_raw["pruner"], "data_fractions": DATA_FRACTIONS}},
             splits,
             clock,
+            worker,
         ),
         "kerastuner": lambda: run_kerastuner(
-            splits, max_epochs, seed, clock, Path(os.environ["HPSEARCH_RUNS_DIR"]) / "kt"
+            splits,
+            max_epochs,
+            seed,
+            clock,
+            Path(os.environ["HPSEARCH_RUNS_DIR"]) / f"kt{worker.index}",
+            worker.ready,
         ),
-        "optuna": lambda: run_optuna(splits, max_epochs, seed, clock, random=False),
-        "random": lambda: run_optuna(splits, max_epochs, seed, clock, random=True),
+        "optuna": lambda: run_optuna(splits, max_epochs, seed, clock, False, worker),
+        "random": lambda: run_optuna(splits, max_epochs, seed, clock, True, worker),
     }
     result = runners[method]()
     result.update(
         method=method,
         seed=seed,
+        worker=worker.index,
         ran_s=clock.t_end,
         backend=keras.backend.backend(),
         n_train=len(splits.x_train),
@@ -482,6 +564,125 @@ def child(method: str, seed: int, setting_name: str, out: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # The parent: run everything, aggregate, write results
 # --------------------------------------------------------------------------------------------
+
+
+class _RunFailed(Exception):
+    """A worker of a run exited with an error, or wrote no result."""
+
+
+class _Launcher:
+    """Runs one method for one seed: its worker processes, their start line, their results."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        setting_name: str,
+        setting: dict[str, Any],
+        gpus: list[str],
+        storage: str | None,
+        run_id: str,
+    ) -> None:
+        self.args, self.setting_name, self.setting = args, setting_name, setting
+        self.gpus, self.storage, self.run_id = gpus, storage, run_id
+        self.tmp = Path(tempfile.gettempdir())
+        self.studies: list[str] = []
+
+    def study_name(self, method: str, seed: int) -> str:
+        if method == "earlier":
+            return f"{EARLIER['name']}_{self.run_id}"
+        return f"bench_{method}_{seed}_{self.run_id}"
+
+    def run(self, method: str, seed: int, budget_s: float) -> dict[str, Any]:
+        """Start the workers, give them one start time once all are ready, merge results."""
+        from hpsearch.local import thread_env
+
+        workers = self.args.workers
+        folder = self.tmp / f"{method}_{seed}"
+        folder.mkdir()
+        name = self.study_name(method, seed)
+        self.studies.append(name)
+        if self.storage is None and method == "hpsearch_transfer":  # the earlier study's DB
+            shutil.copy(self.tmp / f"earlier_{EARLIER['seed']}" / "search.db", folder)
+        threads = max(1, self.args.threads // workers)
+        env = {
+            **os.environ,
+            **thread_env(threads),
+            "HPSEARCH_RUNS_DIR": str(folder),
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONUNBUFFERED": "1",
+        }
+        if not self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ""
+        procs = []
+        for w in range(workers):
+            cmd = [sys.executable, __file__, "--child", method, "--seed", str(seed)]
+            cmd += ["--out", str(folder / f"result_{w}.json"), "--budget-s", str(budget_s)]
+            cmd += ["--worker", str(w), "--workers", str(workers), "--study", name]
+            cmd += ["--earlier", self.study_name("earlier", 0)]
+            if self.storage:
+                cmd += ["--storage", self.storage]
+            cmd += (
+                ["--quick"] if self.setting_name == "quick" else ["--setting", self.setting_name]
+            )
+            log = open(folder / f"log_{w}.txt", "wb")  # noqa: SIM115 - closed below
+            procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=log), log))
+        try:
+            self._start_together(folder, procs)
+            deadline = time.monotonic() + budget_s + 900
+            for proc, _ in procs:
+                proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            for proc, log in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                log.close()
+        results = []
+        for w, (proc, _) in enumerate(procs):
+            out = folder / f"result_{w}.json"
+            if proc.returncode != 0 or not out.exists():
+                tail = (folder / f"log_{w}.txt").read_text(errors="replace")[-3000:]
+                raise _RunFailed(f"{method} seed {seed} worker {w} failed:\n{tail}")
+            results.append(json.loads(out.read_text()))
+        return {**merge_workers(results), "budget_s": budget_s}
+
+    def _start_together(self, folder: Path, procs: list[tuple[Any, Any]]) -> None:
+        ready = [folder / f"ready_{w}" for w in range(len(procs))]
+        while not all(r.exists() for r in ready):
+            for w, (proc, _) in enumerate(procs):
+                if proc.poll() is not None and not ready[w].exists():
+                    tail = (folder / f"log_{w}.txt").read_text(errors="replace")[-3000:]
+                    raise _RunFailed(f"worker {w} died before the start:\n{tail}")
+            time.sleep(0.1)
+        tmp = folder / "go.tmp"
+        tmp.write_text(repr(time.time() + 0.5))
+        tmp.rename(folder / "go")
+
+    def delete_studies(self) -> None:
+        """Leave the shared database as it was (its studies of this run deleted)."""
+        if not self.storage:
+            return
+        import optuna
+
+        for name in self.studies:
+            try:
+                optuna.delete_study(study_name=name, storage=self.storage)
+            except KeyError:
+                pass
+
+
+def merge_workers(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """One run's result from its workers' (each saw the shared study; a trial counts once)."""
+    events: dict[Any, dict[str, Any]] = {}
+    for r in results:
+        for i, e in enumerate(r["events"]):
+            events.setdefault(e.get("trial", (r["worker"], i)), e)
+    merged = dict(results[0])
+    merged["events"] = sorted(events.values(), key=lambda e: e["t"])
+    merged["counts"] = max((r["counts"] for r in results), key=lambda c: sum(c.values()))
+    merged["workers"] = len(results)
+    merged.pop("worker", None)
+    return merged
 
 
 def summarize(runs: list[dict[str, Any]], budget_s: float, target: float) -> dict[str, Any]:
@@ -529,13 +730,15 @@ def _best_vals(runs: list[dict[str, Any]], budget_s: float) -> list[float | None
     return out
 
 
-def paired_tests(summary: dict[str, Any], budget_s: float) -> dict[str, dict[str, Any]]:
-    """hpsearch against each other method, paired by seed (Wilcoxon signed-rank, SciPy).
+def paired_tests(
+    summary: dict[str, Any], budget_s: float, ours_name: str = "hpsearch"
+) -> dict[str, dict[str, Any]]:
+    """``ours_name`` against each other method, paired by seed (Wilcoxon signed-rank, SciPy).
 
     Per other method: the seeds where both have a result, the mean difference of best
-    validation accuracy (hpsearch minus other; > 0: hpsearch better) and its two-sided p, and
-    the same for time to target (a run that never reached it counts as the budget; < 0:
-    hpsearch faster). With fewer than 6 pairs no p below 0.05 is possible.
+    validation accuracy (ours minus other; > 0: ours better) and its two-sided p, and the same
+    for time to target (a run that never reached it counts as the budget; < 0: ours faster),
+    with the ratio of the mean times. With fewer than 6 pairs no p below 0.05 is possible.
     """
     from scipy.stats import wilcoxon
 
@@ -544,11 +747,11 @@ def paired_tests(summary: dict[str, Any], budget_s: float) -> dict[str, dict[str
             return None
         return float(wilcoxon(diffs, zero_method="zsplit").pvalue)
 
-    ours = summary.get("hpsearch", {}).get("by_seed", {})
+    ours = summary.get(ours_name, {}).get("by_seed", {})
     out: dict[str, dict[str, Any]] = {}
     for method, s in summary.items():
-        if method == "hpsearch":
-            continue
+        if method == ours_name or (ours_name == "hpsearch" and method in VARIANTS):
+            continue  # each variant has its own table, with its row against plain hpsearch
         seeds = sorted(
             k for k in ours if k in s["by_seed"] and None not in (
                 ours[k]["best_val"], s["by_seed"][k]["best_val"])
@@ -558,16 +761,16 @@ def paired_tests(summary: dict[str, Any], budget_s: float) -> dict[str, dict[str
         def reached(t: float | None) -> float:
             return budget_s if t is None else t
 
-        time = [
-            reached(ours[k]["time_to_target_s"]) - reached(s["by_seed"][k]["time_to_target_s"])
-            for k in seeds
-        ]
+        mine = [reached(ours[k]["time_to_target_s"]) for k in seeds]
+        theirs = [reached(s["by_seed"][k]["time_to_target_s"]) for k in seeds]
+        time = [a - b for a, b in zip(mine, theirs, strict=True)]
         out[method] = {
             "pairs": len(seeds),
             "val_gain": sum(val) / len(val) if val else None,
             "val_p": test(val),
             "time_gain_s": sum(time) / len(time) if time else None,
             "time_p": test(time),
+            "time_ratio": sum(mine) / sum(theirs) if seeds and sum(theirs) > 0 else None,
         }
     return out
 
@@ -587,7 +790,7 @@ def plot(
     colors = dict(
         zip(
             ALL_METHODS,
-            ("tab:red", "tab:blue", "tab:green", "tab:gray", "tab:purple"),
+            ("tab:red", "tab:blue", "tab:green", "tab:gray", "tab:purple", "tab:brown"),
             strict=True,
         )
     )
@@ -654,13 +857,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-s", type=float, help="wall-clock budget per method and seed")
     parser.add_argument(
         "--methods",
-        default=",".join(METHODS),
-        help=f"comma-separated, of {', '.join(ALL_METHODS)} (default: {', '.join(METHODS)})",
+        help=f"comma-separated, of {', '.join(ALL_METHODS)} (default: {', '.join(METHODS)}; "
+        f"with --workers: {', '.join(PARALLEL_METHODS)})",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="parallel worker processes per method, sharing one study in --storage (default 1)",
+    )
+    parser.add_argument(
+        "--storage",
+        default=os.environ.get("HPSEARCH_BENCH_STORAGE", DEFAULT_PG),
+        help=f"database of the --workers setting (default $HPSEARCH_BENCH_STORAGE or "
+        f"{DEFAULT_PG}); this run's studies are deleted at its end",
+    )
+    parser.add_argument(
+        "--earlier-budget-s",
+        type=float,
+        help="budget of hpsearch_transfer's earlier study (default: 4 × the budget)",
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--study", default="bench", help=argparse.SUPPRESS)
+    parser.add_argument("--earlier", default="", help=argparse.SUPPRESS)
     parser.add_argument(
         "--note", action="append", default=[], help="a line for the results' header (repeatable)"
     )
@@ -673,7 +896,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.budget_s:
         SETTINGS[setting_name]["budget_s"] = args.budget_s
     if args.child:
-        child(args.child, args.seed, setting_name, args.out)
+        runs_dir = Path(os.environ["HPSEARCH_RUNS_DIR"])
+        storage = args.storage if args.workers > 1 else None
+        if storage is None and args.child not in ("optuna", "random", "kerastuner"):
+            storage = f"sqlite:///{runs_dir / 'search.db'}"
+        ready = runs_dir / f"ready_{args.worker}"
+        worker = _Worker(args.worker, storage, args.study, ready)
+        child(args.child, args.seed, setting_name, args.out, worker, args.earlier)
         return 0
 
     setting = dict(SETTINGS[setting_name])
@@ -684,55 +913,50 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     seeds = list(range(args.seeds or setting["seeds"]))
-    methods = [m for m in args.methods.split(",") if m]
+    default = PARALLEL_METHODS if args.workers > 1 else METHODS
+    methods = [m for m in (args.methods or ",".join(default)).split(",") if m]
     unknown = set(methods) - set(ALL_METHODS)
     if unknown:
         parser.error(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(ALL_METHODS)}")
-    from hpsearch.local import thread_env
-
+    if args.workers > 1 and "kerastuner" in methods:
+        parser.error("--workers runs without kerastuner (its parallel mode needs a gRPC chief)")
+    args.earlier_budget_s = args.earlier_budget_s or 4 * setting["budget_s"]
     started = time.perf_counter()
     runs = []
-    with tempfile.TemporaryDirectory(prefix="hpsearch-search-") as tmp:
-        for i, seed in enumerate(seeds):
-            order = methods[i % len(methods) :] + methods[: i % len(methods)]
-            for method in order:
-                folder = Path(tmp) / f"{method}_{seed}"
-                folder.mkdir()
-                out = folder / "result.json"
-                env = {
-                    **os.environ,
-                    **thread_env(args.threads),
-                    "HPSEARCH_RUNS_DIR": str(folder),
-                    "TF_CPP_MIN_LOG_LEVEL": "2",
-                    "PYTHONUNBUFFERED": "1",
-                }
-                if not gpus:
-                    env["CUDA_VISIBLE_DEVICES"] = ""
-                cmd = [sys.executable, __file__, "--child", method, "--seed", str(seed)]
-                cmd += ["--out", str(out), "--budget-s", str(setting["budget_s"])]
-                cmd += ["--quick"] if setting_name == "quick" else ["--setting", setting_name]
-                t0 = time.perf_counter()
-                with open(folder / "log.txt", "wb") as log:
-                    proc = subprocess.run(
-                        cmd,
-                        env=env,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        timeout=setting["budget_s"] + 900,
-                    )
-                if proc.returncode != 0 or not out.exists():
-                    tail = (folder / "log.txt").read_text(errors="replace")[-3000:]
-                    print(f"search: {method} seed {seed} failed:\n{tail}", file=sys.stderr)
-                    return 1
-                run = json.loads(out.read_text())
-                runs.append(run)
-                best = max((e["val"] for e in run["events"]), default=float("nan"))
+    run_id = f"{os.getpid()}_{int(time.time())}"
+    storage = args.storage if args.workers > 1 else None
+    launcher = _Launcher(args, setting_name, setting, gpus, storage, run_id)
+    earlier: dict[str, Any] | None = None
+    try:
+        with tempfile.TemporaryDirectory(prefix="hpsearch-search-") as tmp:
+            launcher.tmp = Path(tmp)
+            if "hpsearch_transfer" in methods:
+                earlier = launcher.run("earlier", EARLIER["seed"], args.earlier_budget_s)
+                best = max((e["val"] for e in earlier["events"]), default=float("nan"))
                 print(
-                    f"[search] seed {seed} {method:10s}: {len(run['events'])} complete trials, "
-                    f"best val {best:.4f} ({time.perf_counter() - t0:.0f} s with start-up)",
+                    f"[search] earlier study: {len(earlier['events'])} complete trials in "
+                    f"{earlier['budget_s']:.0f} s, best val {best:.4f}",
                     file=sys.stderr,
-                    flush=True,
                 )
+            for i, seed in enumerate(seeds):
+                order = methods[i % len(methods) :] + methods[: i % len(methods)]
+                for method in order:
+                    t0 = time.perf_counter()
+                    run = launcher.run(method, seed, setting["budget_s"])
+                    runs.append(run)
+                    best = max((e["val"] for e in run["events"]), default=float("nan"))
+                    print(
+                        f"[search] seed {seed} {method:10s}: {len(run['events'])} complete "
+                        f"trials, best val {best:.4f} ({time.perf_counter() - t0:.0f} s with "
+                        "start-up)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    except _RunFailed as exc:
+        print(f"search: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        launcher.delete_studies()
     reduced = []
     if setting_name != "quick":
         if setting["budget_s"] < defaults["budget_s"]:
@@ -741,7 +965,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         if len(seeds) < defaults["seeds"]:
             reduced.append(f"{len(seeds)} seed(s) instead of {defaults['seeds']}")
-        if set(methods) != set(METHODS):
+        if not set(METHODS) - {"kerastuner"} <= set(methods):
             reduced.append(f"methods {', '.join(methods)} only")
     summary = summarize(runs, setting["budget_s"], setting["target"])
     device = f"GPU ({', '.join(gpus)})" if gpus else f"CPU ({args.threads} threads)"
@@ -758,13 +982,18 @@ def main(argv: list[str] | None = None) -> int:
         backend=runs[0]["backend"],
         reduced=reduced,
         notes=args.note,
+        workers=args.workers,
+        earlier=None if earlier is None else _earlier_meta(earlier),
     )
     name = (
         args.name or {"quick": "search_quick", "cpu": "search", "gpu": "search_gpu"}[setting_name]
     )
+    if args.workers > 1 and not args.name:
+        name += f"_{args.workers}workers"
     png = _common.RESULTS_DIR / f"{name}.png"
     _common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     label = {"quick": "quick (smoke) setting", "cpu": "CPU setting", "gpu": "GPU setting"}
+    label = {k: v + _workers_label(args.workers) for k, v in label.items()}
     plot(
         runs,
         setting["budget_s"],
@@ -787,6 +1016,29 @@ def main(argv: list[str] | None = None) -> int:
         f"methods run one at a time, order rotated per seed. Target validation accuracy "
         f"{setting['target']}.\n\n"
     )
+    if args.workers > 1:
+        from hpsearch.storage import mask_url
+
+        md += (
+            f"Workers: **{args.workers} processes per method** sharing one study in "
+            f"`{mask_url(storage or '')}`, {max(1, args.threads // args.workers)} CPU "
+            "thread(s) each, started together once all had loaded the data; time counts from "
+            "that start. Plain Optuna's and random search's workers run the same script on "
+            "the shared study, samplers seeded seed + worker (as hpsearch's are). KerasTuner "
+            "is not run here: its parallel mode needs a chief process serving its oracle over "
+            "gRPC.\n\n"
+        )
+    if earlier is not None:
+        e = _earlier_meta(earlier)
+        md += (
+            f"`hpsearch_transfer` is the study file with one more table, `[[warm_start]] "
+            f'from_study = "{EARLIER["name"]}"`, `top = {TRANSFER_TOP}`: the best trials of '
+            f"an earlier study in the same database, run once before the seeds (hpsearch, "
+            f"another split of the data: `split_seed = {EARLIER['split_seed']}`, sampler seed "
+            f"{EARLIER['seed']}, {e['budget_s']:.0f} s, {e['complete']} complete trials, best "
+            f"val {e['best_val']:.4f} on its own split). Its time is not counted in any "
+            "budget: it stands for a lab's earlier search.\n\n"
+        )
     rows = []
     for method, s in summary.items():
         reached = f"{s['reached']}/{s['runs']}"
@@ -812,54 +1064,93 @@ def main(argv: list[str] | None = None) -> int:
         rows,
     )
     md += f"\n![best validation accuracy over time]({png.name})\n"
-    tests = paired_tests(summary, setting["budget_s"]) if "hpsearch" in summary else {}
-    if tests:
-        md += "\n" + paired_table(tests)
+    paired = {
+        ours: paired_tests(summary, setting["budget_s"], ours)
+        for ours in VARIANTS
+        if ours in summary and len(summary) > 1
+    }
+    if paired:
+        md += "\n" + PAIRED_CAPTION
+        for ours, tests in paired.items():
+            md += "\n" + paired_table(tests, ours)
     verdict, gap = _verdict(summary)
     md += f"\n{verdict}\n"
+    tests = paired.get("hpsearch", {})
+    variants = {k: v for k, v in paired.items() if k != "hpsearch"}
     _common.write_results(
-        name, md, {"meta": meta, "summary": summary, "paired": tests, "runs": runs}
+        name,
+        md,
+        {
+            "meta": meta,
+            "summary": summary,
+            "paired": tests,
+            "paired_variants": variants,
+            "runs": runs,
+        },
     )
     _common.result_line("search_hpsearch_minus_best_other_val", f"{gap:+.4f}")
     vs = tests.get("optuna", {})
     _common.result_line("search_gain_vs_optuna", _num(vs.get("val_gain"), "+.4f"))
     _common.result_line("search_p_vs_optuna", _num(vs.get("val_p"), ".3g"))
+    if "optuna" in variants.get("hpsearch_transfer", {}):
+        vs = variants["hpsearch_transfer"]["optuna"]
+        _common.result_line("search_transfer_gain_vs_optuna", _num(vs["val_gain"], "+.4f"))
+        _common.result_line("search_transfer_p_vs_optuna", _num(vs["val_p"], ".3g"))
     return 0
+
+
+def _workers_label(workers: int) -> str:
+    return "" if workers == 1 else f", {workers} parallel workers"
+
+
+def _earlier_meta(earlier: dict[str, Any]) -> dict[str, Any]:
+    vals = [e["val"] for e in earlier["events"] if e["val"] is not None]
+    return {
+        "budget_s": earlier["budget_s"],
+        "complete": len(vals),
+        "best_val": max(vals, default=float("nan")),
+        **EARLIER,
+    }
 
 
 def _num(value: float | None, fmt: str) -> str:
     return "nan" if value is None else format(value, fmt)
 
 
-def paired_table(tests: dict[str, dict[str, Any]]) -> str:
-    """Markdown table of :func:`paired_tests`, with a caption saying how to read it."""
+PAIRED_CAPTION = (
+    "Paired by seed, Wilcoxon signed-rank (two-sided, SciPy): *gain* is the mean difference of "
+    "best validation accuracy (> 0: the first method better); *time* that of time to the "
+    "target, a run that never reached it counted as the budget (< 0: the first method faster), "
+    "and *time ratio* the ratio of the mean times (0.5: twice as fast). Fewer than 6 pairs "
+    "cannot reach p < 0.05.\n"
+)
+
+
+def paired_table(tests: dict[str, dict[str, Any]], ours: str = "hpsearch") -> str:
+    """Markdown table of :func:`paired_tests` (read it with :data:`PAIRED_CAPTION`)."""
     rows = [
         (
-            f"hpsearch − {method}",
+            f"{ours} − {method}",
             t["pairs"],
             _num(t["val_gain"], "+.4f"),
             _num(t["val_p"], ".3g"),
             _num(t["time_gain_s"], "+.0f"),
+            _num(t.get("time_ratio"), ".2f"),
             _num(t["time_p"], ".3g"),
         )
         for method, t in tests.items()
     ]
-    return (
-        "Paired by seed, Wilcoxon signed-rank (two-sided, SciPy): *gain* is the mean "
-        "difference of best validation accuracy (> 0: hpsearch better); *time* that of time to "
-        "the target, a run that never reached it counted as the budget (< 0: hpsearch faster). "
-        "Fewer than 6 pairs cannot reach p < 0.05.\n\n"
-        + _common.table(
-            ["comparison", "seed pairs", "val gain", "p (val)", "time gain s", "p (time)"], rows
-        )
-    )
+    headers = ["comparison", "seed pairs", "val gain", "p (val)", "time gain s", "time ratio"]
+    return _common.table([*headers, "p (time)"], rows)
 
 
 def _verdict(summary: dict[str, Any]) -> tuple[str, float]:
     if "hpsearch" not in summary or len(summary) < 2:
         return "(hpsearch or every other method missing: no comparison)", float("nan")
     ours = summary["hpsearch"]["best_val"][0]
-    others = {m: s["best_val"][0] for m, s in summary.items() if m != "hpsearch"}
+    others = {m: s["best_val"][0] for m, s in summary.items() if m not in VARIANTS}
+    if not others:
+        return "(no method other than hpsearch's variants: no comparison)", float("nan")
     best_other = max(others, key=lambda m: others[m])
     gap = ours - others[best_other]
 
@@ -868,7 +1159,7 @@ def _verdict(summary: dict[str, Any]) -> tuple[str, float]:
         return times[len(times) // 2]
 
     t_ours = median_time(summary["hpsearch"])
-    t_others = min(median_time(s) for m, s in summary.items() if m != "hpsearch")
+    t_others = min(median_time(s) for m, s in summary.items() if m in others)
     better = "at least as good as" if gap >= 0 else "worse than"
     faster = (
         "faster to the target than"
