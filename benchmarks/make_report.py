@@ -52,6 +52,19 @@ SECTIONS = (
         "not run yet",
     ),
     (
+        "search_transfer",
+        "search: transfer from an earlier study (hpsearch_transfer), 10 seeds",
+        ".venv/bin/python benchmarks/search.py --budget-s 60 "
+        "--methods hpsearch,kerastuner,optuna,random,hpsearch_transfer --name search_transfer",
+        "not run yet",
+    ),
+    (
+        "search_4workers",
+        "search: 4 parallel workers sharing one PostgreSQL study",
+        ".venv/bin/python benchmarks/search.py --workers 4 --budget-s 60",
+        "not run yet",
+    ),
+    (
         "search_gpu",
         "search (GPU setting)",
         ".venv/bin/python benchmarks/search.py --setting gpu",
@@ -188,7 +201,16 @@ def _key_figure(name: str, data: dict[str, Any]) -> str:
                 for m, t in data.get("paired", {}).items()
                 if t.get("val_gain") is not None and t.get("val_p") is not None
             ]
-            return figure + ("; hpsearch paired by seed: " + ", ".join(paired) if paired else "")
+            figure += "; hpsearch paired by seed: " + ", ".join(paired) if paired else ""
+            for variant, tests in data.get("paired_variants", {}).items():
+                vs = [
+                    f"vs {m} {t['val_gain']:+.4f} (p {t['val_p']:.2g}, time ratio "
+                    f"{t['time_ratio']:.2f}, p {t['time_p']:.2g})"
+                    for m, t in tests.items()
+                    if None not in (t.get("val_p"), t.get("time_ratio"), t.get("time_p"))
+                ]
+                figure += f"; {variant} paired by seed: " + ", ".join(vs) if vs else ""
+            return figure
         if name in ("storage", "storage_20k", "storage_after_package"):
             rows = [r for res in data["results"].values() for r in res.get("rows", [])]
             rows = [r for r in rows if r["backend"] == "postgresql" and "died" not in r]

@@ -16,6 +16,17 @@ stops itself (SIGTERM: hpsearch re-queues its trial in flight, the others just s
   ``optuna_integration.KerasPruningCallback``.
 - ``random``: the same script with ``RandomSampler`` and no pruning.
 
+Variants of hpsearch, each compared with every method in a table of its own (``--methods``):
+
+- ``hpsearch_transfer``: the study file plus ``[[warm_start]] from_study`` naming an earlier
+  study in the same database, which the script runs once before the seeds (hpsearch on another
+  split of the data, another seed, 4 × the budget by default; its time is in no budget).
+- ``hpsearch_data``: the study file plus ``[pruner] data_fractions``.
+
+``--workers N`` runs N worker processes per method and seed on one shared study in a
+PostgreSQL database (``--storage``), started together once all have loaded the data, each with
+threads / N CPU threads; KerasTuner is left out (its parallel mode needs a gRPC chief).
+
 A method's result over time is the best final-epoch validation accuracy among the trials that
 trained to the end of their schedule (Optuna: COMPLETE; KerasTuner: every finished trial), and
 its test accuracy is that of the trial selected on validation (for the baselines the model's
@@ -25,6 +36,7 @@ evaluation inside its budget).
     .venv/bin/python benchmarks/search.py --quick          # 1 seed × 4 methods × 45 s ≈ 4 min
     .venv/bin/python benchmarks/search.py                  # CPU: 10 seeds × 4 × 120 s ≈ 90 min
     .venv/bin/python benchmarks/search.py --setting gpu    # GPU: full data, 3 × 4 × 30 min
+    .venv/bin/python benchmarks/search.py --workers 4      # 4 workers per method, PostgreSQL
 
 It ends with ``RESULT search_hpsearch_minus_best_other_val=<difference of mean best val>``,
 ``RESULT search_gain_vs_optuna=<mean paired best-val difference>`` and

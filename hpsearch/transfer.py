@@ -8,12 +8,16 @@ best complete trials of that study, on the same storage, as the new study's firs
     from_study = "fashion_mnist_quick"   # a study on the same storage
     top = 5                              # its 5 best complete trials (default 5)
     out_of_range = "clip"                # or "skip": what to do with values outside this space
+    if_missing = "error"                 # or "skip": start without it if that study is not
+                                         # there yet or has no complete trial
 
 Each source configuration is mapped into the new space: parameters the new space does not
 search are dropped; a number outside its new range is clipped into it (to the nearest grid
 point or choice) with ``out_of_range = "clip"``, and a configuration with such a value is left
 out with ``"skip"``; a category the new space does not offer always leaves the configuration
-out. Parameters the source did not have are sampled as usual. The source's own objective and
+out. Parameters the source did not have are sampled as usual. With ``if_missing = "skip"`` a
+study file can name a study that may not have run yet (the shipped GPU study names the CPU demo
+study): launch then says it started without it. The source's own objective and
 direction pick its best trials. :func:`transfer_warm_starts` returns what was done, so that
 ``launch`` can say it.
 """
@@ -32,9 +36,10 @@ from hpsearch.errors import SpecError
 from hpsearch.spec import NAME_PATTERN, CatDim, FloatDim, IntDim, StudySpec
 
 FROM_STUDY = "from_study"
-KEYS = (FROM_STUDY, "top", "out_of_range")
+KEYS = (FROM_STUDY, "top", "out_of_range", "if_missing")
 DEFAULT_TOP = 5
 OUT_OF_RANGE = ("clip", "skip")
+IF_MISSING = ("error", "skip")
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ class TransferEntry:
     study: str
     top: int = DEFAULT_TOP
     out_of_range: str = "clip"
+    if_missing: str = "error"
 
 
 @dataclass
@@ -56,9 +62,16 @@ class Transferred:
     dropped: set[str] = field(default_factory=set)
     clipped: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    missing: str | None = None
+    """Why nothing came from the study (``if_missing = "skip"``), else None."""
 
     def summary(self) -> str:
         """One line: ``warm start from study X: trials 3, 7 (clipped: ...; dropped: ...)``."""
+        if self.missing is not None:
+            return (
+                f"warm start from study {self.entry.study}: skipped, {self.missing} "
+                '(if_missing = "skip"; launch a new study after it has run to start from it)'
+            )
         trials = ", ".join(f"#{n}" for n, _ in self.enqueued) or "none"
         notes = []
         if self.dropped:
@@ -96,10 +109,11 @@ def transfer_entry(index: int, entry: Mapping[str, Any], source: str) -> Transfe
                 f"either parameter values or an earlier study). Valid keys: "
                 f"{', '.join(KEYS)}. Example: {example}"
             )
-    study, top, mode = (
+    study, top, mode, if_missing = (
         entry[FROM_STUDY],
         entry.get("top", DEFAULT_TOP),
         entry.get("out_of_range", "clip"),
+        entry.get("if_missing", "error"),
     )
     if not isinstance(study, str) or not re.fullmatch(NAME_PATTERN, study):
         raise SpecError(
@@ -116,7 +130,12 @@ def transfer_entry(index: int, entry: Mapping[str, Any], source: str) -> Transfe
             f'{where}.out_of_range` must be "clip" or "skip". Received: {excerpt(mode)}. '
             'Example: out_of_range = "clip"'
         )
-    return TransferEntry(index, study, top, mode)
+    if if_missing not in IF_MISSING:
+        raise SpecError(
+            f'{where}.if_missing` must be "error" or "skip". Received: {excerpt(if_missing)}. '
+            'Example: if_missing = "skip"'
+        )
+    return TransferEntry(index, study, top, mode, if_missing)
 
 
 def transfer_entries(spec: StudySpec, source: str | None = None) -> list[TransferEntry]:
@@ -135,8 +154,9 @@ def transfer_warm_starts(
     """Map the best trials of each ``from_study`` into ``spec``'s space (nothing is written).
 
     Raises:
-        SpecError: If a named study is not on the storage, is the study itself, has no complete
-            trial, or shares no searched parameter with this space.
+        SpecError: If a named study is the study itself or shares no searched parameter with
+            this space, or (unless its table says ``if_missing = "skip"``) is not on the
+            storage or has no complete trial.
     """
     from hpsearch.ranking import best_complete_trials
     from hpsearch.space import param_dimensions, searched_params
@@ -154,14 +174,20 @@ def transfer_warm_starts(
         if entry.study == spec.name:
             raise SpecError(f"{where} names this study itself. Received: {entry.study!r}")
         if entry.study not in names:
+            if entry.if_missing == "skip":
+                out.append(Transferred(entry, missing="no such study on this storage yet"))
+                continue
             listed = ", ".join(names[:20]) or "none"
             raise SpecError(
                 f"{where} names no study on this storage. Received: {entry.study!r}. Studies "
-                f"here: {listed}"
+                f'here: {listed}. Add if_missing = "skip" to start without it'
             )
         other = optuna.load_study(study_name=entry.study, storage=storage)
         best = best_complete_trials(other, entry.top)
         if not best:
+            if entry.if_missing == "skip":
+                out.append(Transferred(entry, missing="it has no complete trial yet"))
+                continue
             raise SpecError(
                 f"{where}: study {entry.study!r} has no complete trial to start from yet"
             )

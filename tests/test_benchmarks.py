@@ -155,21 +155,99 @@ def test_search_pairs_seeds_and_tests_them(monkeypatch: pytest.MonkeyPatch) -> N
     assert "| hpsearch − optuna | 7 | +0.0429 |" in table
 
 
-@pytest.mark.slow
-@pytest.mark.usefixtures("fashion_mnist_available")
-def test_search_quick_runs_and_prints_its_figures(tmp_path: Path) -> None:
-    """`search.py --quick` (shortened: 2 methods, 8 s each) runs end to end and ends with the
-    comparison's RESULT lines; results go to a temporary folder, not benchmarks/results."""
+def test_search_workers_count_each_trial_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every worker of a parallel run reads the shared study: a trial seen by several counts
+    once, the state counts come from the fullest reading, and events without a trial number
+    (KerasTuner's) are all kept."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import search
+
+    shared = [{"t": 5.0, "val": 0.8, "trial": 0, "test": 0.79}, {"t": 9.0, "val": 0.7, "trial": 1}]
+    w0 = {"worker": 0, "events": shared[:1], "counts": {"complete": 1}, "seed": 3}
+    w1 = {"worker": 1, "events": shared, "counts": {"complete": 2, "pruned": 1}, "seed": 3}
+    merged = search.merge_workers([w0, w1])
+    assert merged["events"] == shared and merged["counts"] == {"complete": 2, "pruned": 1}
+    assert merged["workers"] == 2 and merged["seed"] == 3 and "worker" not in merged
+    kt = [{"worker": 0, "events": [{"t": 1.0, "val": 0.5}] * 2, "counts": {}}]
+    assert len(search.merge_workers(kt)["events"]) == 2
+
+
+def test_search_variants_get_their_own_paired_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hpsearch's table compares it with the other tools only; a variant (transfer) has its own
+    table, including its row against plain hpsearch, and a time ratio (0.5: twice as fast)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import search
+
+    def runs(method: str, val: float, hit: float) -> list[dict]:  # type: ignore[type-arg]
+        return [
+            {"method": method, "seed": s, "events": [{"t": hit, "val": val + s / 1000}]}
+            for s in range(6)
+        ]
+
+    data = runs("hpsearch", 0.87, 40) + runs("optuna", 0.86, 50)
+    data += runs("hpsearch_transfer", 0.89, 20)
+    summary = search.summarize(data, budget_s=60, target=0.85)
+    ours = search.paired_tests(summary, 60)
+    assert list(ours) == ["optuna"]
+    transfer = search.paired_tests(summary, 60, "hpsearch_transfer")
+    assert list(transfer) == ["hpsearch", "optuna"]
+    assert transfer["optuna"]["time_ratio"] == pytest.approx(0.4)
+    assert (
+        transfer["optuna"]["val_gain"] == pytest.approx(0.03)
+        and transfer["optuna"]["val_p"] < 0.05
+    )
+    table = search.paired_table(transfer, "hpsearch_transfer")
+    assert "| hpsearch_transfer − optuna | 6 | +0.0300 |" in table and "| 0.40 |" in table
+    verdict, gap = search._verdict(summary)
+    assert gap == pytest.approx(0.01)  # against optuna, not against its own variant
+
+
+def _search_quick(tmp_path: Path, *args: str) -> tuple[list[str], str]:
     proc = subprocess.run(
-        [sys.executable, str(BENCH / "search.py"), "--quick", "--budget-s", "8",
-         "--methods", "hpsearch,optuna"],
-        capture_output=True, text=True, timeout=600, cwd=BENCH.parent,
+        [sys.executable, str(BENCH / "search.py"), "--quick", "--budget-s", "8", *args],
+        capture_output=True, text=True, timeout=900, cwd=BENCH.parent,
         env={**os.environ, "HPSEARCH_BENCH_RESULTS": str(tmp_path)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    names = [line.split()[1].split("=")[0] for line in results]
+    return [line.split()[1].split("=")[0] for line in results], proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_search_quick_runs_and_prints_its_figures(tmp_path: Path) -> None:
+    """`search.py --quick` (shortened: 3 methods, 8 s each, one of them warm-started from an
+    earlier study) runs end to end and ends with the comparison's RESULT lines; results go to
+    a temporary folder, not benchmarks/results."""
+    names, stderr = _search_quick(
+        tmp_path, "--methods", "hpsearch,optuna,hpsearch_transfer", "--earlier-budget-s", "12"
+    )
     assert names == [
         "search_hpsearch_minus_best_other_val", "search_gain_vs_optuna", "search_p_vs_optuna",
+        "search_transfer_gain_vs_optuna", "search_transfer_p_vs_optuna",
     ]  # fmt: skip
-    assert (tmp_path / "search_quick.md").exists() and (tmp_path / "search_quick.json").exists()
+    assert "[search] earlier study:" in stderr
+    md = (tmp_path / "search_quick.md").read_text()
+    assert (tmp_path / "search_quick.json").exists()
+    assert 'from_study = "bench_earlier"' in md and "| hpsearch_transfer − optuna | 1 |" in md
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+@pytest.mark.usefixtures("fashion_mnist_available")
+def test_search_parallel_workers_share_one_postgres_study(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """`--workers 2`: two processes per method share one PostgreSQL study, and the run leaves
+    no study of its own behind in the database."""
+    import optuna
+
+    names, stderr = _search_quick(
+        tmp_path, "--workers", "2", "--storage", postgres_url, "--methods", "hpsearch,optuna"
+    )
+    assert "search_gain_vs_optuna" in names
+    md = (tmp_path / "search_quick_2workers.md").read_text()
+    assert "2 parallel workers" in md and "**2 processes per method**" in md
+    assert "| optuna |" in md and "| hpsearch |" in md
+    left = [s.study_name for s in optuna.get_all_study_summaries(postgres_url)]
+    assert not [name for name in left if name.startswith("bench_")]

@@ -154,6 +154,10 @@ def test_source_direction_picks_its_best(tmp_path: Path, url: str) -> None:
         ),
         ('from_study = "smoke"\n"optimizer.lr" = 0.01', "cannot stand next to from_study"),
         ('from_study = "../x"', "`warm_start[0].from_study` must be a study name"),
+        (
+            'from_study = "smoke"\nif_missing = "ignore"',
+            '`warm_start[0].if_missing` must be "error" or "skip". Received: "ignore"',
+        ),
     ],
 )
 def test_bad_tables_are_one_line_and_write_nothing(
@@ -182,3 +186,25 @@ def test_a_source_without_complete_trials_or_shared_parameters_is_refused(
     with pytest.raises(SpecError, match="searches none of this study's parameters"):
         launch_study(load_spec(path), path.read_text(), url)
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["empty"]
+
+
+def test_if_missing_skip_starts_without_a_study_that_has_not_run(
+    tmp_path: Path, url: str
+) -> None:
+    """A study file may name a study that has not run yet (the GPU study names the CPU demo):
+    with ``if_missing = "skip"`` launch says so and starts without it; once the source has
+    complete trials, the next study does start from them."""
+    path = target(tmp_path, 'from_study = "smoke"\nif_missing = "skip"')
+    launched = launch_study(load_spec(path), path.read_text(), url)
+    (line,) = launched.warm_started
+    assert line.startswith("warm start from study smoke: skipped, no such study on this storage")
+    assert [src for src, _ in queued(url, "next")] == []
+    optuna.create_study(study_name="smoke", storage=url)  # there, but nothing complete yet
+    path = target(tmp_path, 'from_study = "smoke"\nif_missing = "skip"', name="again")
+    (line,) = launch_study(load_spec(path), path.read_text(), url).warm_started
+    assert "skipped, it has no complete trial yet" in line
+    optuna.delete_study(study_name="smoke", storage=url)
+    make_source(url)
+    path = target(tmp_path, 'from_study = "smoke"\nif_missing = "skip"', name="later")
+    launch_study(load_spec(path), path.read_text(), url)
+    assert len(queued(url, "later")) == 3  # 0.75, 0.70, 0.60 (sgd's 0.80 left out)
