@@ -70,7 +70,7 @@ class Transferred:
         if self.missing is not None:
             return (
                 f"warm start from study {self.entry.study}: skipped, {self.missing} "
-                '(if_missing = "skip"; launch a new study after it has run to start from it)'
+                '(if_missing = "skip")'
             )
         trials = ", ".join(f"#{n}" for n, _ in self.enqueued) or "none"
         notes = []
