@@ -195,9 +195,11 @@ def test_if_missing_skip_starts_without_a_study_that_has_not_run(
     with ``if_missing = "skip"`` launch says so and starts without it; once the source has
     complete trials, the next study does start from them."""
     path = target(tmp_path, 'from_study = "smoke"\nif_missing = "skip"')
-    launched = launch_study(load_spec(path), path.read_text(), url)
-    (line,) = launched.warm_started
-    assert line.startswith("warm start from study smoke: skipped, no such study on this storage")
+    code, stdout, stderr = run_in_process("launch", str(path), "--storage", url)
+    assert code == 0, stderr
+    assert "warm start from study smoke: skipped, no such study on this storage yet" in (
+        stdout + stderr
+    )
     assert [src for src, _ in queued(url, "next")] == []
     optuna.create_study(study_name="smoke", storage=url)  # there, but nothing complete yet
     path = target(tmp_path, 'from_study = "smoke"\nif_missing = "skip"', name="again")
