@@ -20,7 +20,7 @@ Variants of hpsearch, each compared with every method in a table of its own (``-
 
 - ``hpsearch_transfer``: the study file plus ``[[warm_start]] from_study`` naming an earlier
   study in the same database, which the script runs once before the seeds (hpsearch on another
-  split of the data, another seed, 4 × the budget by default; its time is in no budget).
+  split of the data, another seed, 10 × the budget by default; its time is in no budget).
 - ``hpsearch_data``: the study file plus ``[pruner] data_fractions``.
 
 ``--workers N`` runs N worker processes per method and seed on one shared study in a
@@ -887,7 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--earlier-budget-s",
         type=float,
-        help="budget of hpsearch_transfer's earlier study (default: 4 × the budget)",
+        help="budget of hpsearch_transfer's earlier study (default: 10 × the budget)",
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -932,7 +932,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(ALL_METHODS)}")
     if args.workers > 1 and "kerastuner" in methods:
         parser.error("--workers runs without kerastuner (its parallel mode needs a gRPC chief)")
-    args.earlier_budget_s = args.earlier_budget_s or 4 * setting["budget_s"]
+    args.earlier_budget_s = args.earlier_budget_s or 10 * setting["budget_s"]
     started = time.perf_counter()
     runs = []
     run_id = f"{os.getpid()}_{int(time.time())}"
@@ -1043,7 +1043,8 @@ def main(argv: list[str] | None = None) -> int:
     if earlier is not None:
         e = _earlier_meta(earlier)
         md += (
-            f"`hpsearch_transfer` is the study file with one more table, `[[warm_start]] "
+            f"`hpsearch_transfer` is the study file with one more table before its own warm "
+            f"start (so it is queued first), `[[warm_start]] "
             f'from_study = "{EARLIER["name"]}"`, `top = {TRANSFER_TOP}`: the best trials of '
             f"an earlier study in the same database, run once before the seeds (hpsearch, "
             f"another split of the data: `split_seed = {EARLIER['split_seed']}`, sampler seed "

@@ -207,25 +207,26 @@ def launch_study(
     set_study_system_attr(study, ATTR_SPEC_TOML, spec_toml)
     study.set_user_attr(ATTR_DATASET, dataset_key(spec))
     study.set_user_attr(attr_names.VERSION, __version__)
-    for params in spec.warm_start:
-        if is_transfer(params):
-            continue
-        study.enqueue_trial(
-            searched_params(spec.search, params, spec.model.builder),
-            user_attrs={attr_names.WARM_START: True},
-            skip_if_exists=True,
-        )
-    for done in transferred:
-        for number, params in done.enqueued:
+    from_studies = {done.entry.index: done for done in transferred}
+    for index, params in enumerate(spec.warm_start):  # in the study file's order
+        if index in from_studies:
+            done = from_studies[index]
+            for number, mapped in done.enqueued:
+                study.enqueue_trial(
+                    mapped,
+                    user_attrs={
+                        attr_names.WARM_START: True,
+                        attr_names.WARM_START_FROM: f"{done.entry.study}#{number}",
+                    },
+                    skip_if_exists=True,
+                )
+            _logger.info("%s", done.summary())
+        elif not is_transfer(params):
             study.enqueue_trial(
-                params,
-                user_attrs={
-                    attr_names.WARM_START: True,
-                    attr_names.WARM_START_FROM: f"{done.entry.study}#{number}",
-                },
+                searched_params(spec.search, params, spec.model.builder),
+                user_attrs={attr_names.WARM_START: True},
                 skip_if_exists=True,
             )
-        _logger.info("%s", done.summary())
     # Written last: a study with a fingerprint is complete; one without is finished on relaunch.
     study.set_user_attr(ATTR_FINGERPRINT, spec.fingerprint())
     _logger.info("created study %s in %s", spec.name, mask_url(url))

@@ -188,9 +188,7 @@ def test_a_source_without_complete_trials_or_shared_parameters_is_refused(
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["empty"]
 
 
-def test_if_missing_skip_starts_without_a_study_that_has_not_run(
-    tmp_path: Path, url: str
-) -> None:
+def test_if_missing_skip_starts_without_a_study_that_has_not_run(tmp_path: Path, url: str) -> None:
     """A study file may name a study that has not run yet (the GPU study names the CPU demo):
     with ``if_missing = "skip"`` launch says so and starts without it; once the source has
     complete trials, the next study does start from them."""
@@ -210,3 +208,20 @@ def test_if_missing_skip_starts_without_a_study_that_has_not_run(
     path = target(tmp_path, 'from_study = "smoke"\nif_missing = "skip"', name="later")
     launch_study(load_spec(path), path.read_text(), url)
     assert len(queued(url, "later")) == 3  # 0.75, 0.70, 0.60 (sgd's 0.80 left out)
+
+
+@pytest.mark.parametrize("transfer_first", [True, False])
+def test_warm_starts_queue_in_the_study_files_order(
+    tmp_path: Path, url: str, transfer_first: bool
+) -> None:
+    """Hand-written and ``from_study`` tables enqueue in the order the file lists them, so a
+    lab that puts its earlier study first has its best configuration trained first."""
+    make_source(url)
+    transfer, hand = 'from_study = "smoke"\ntop = 2', '"optimizer.lr" = 0.002'
+    first, second = (transfer, hand) if transfer_first else (hand, transfer)
+    path = target(tmp_path, f"{first}\n\n[[warm_start]]\n{second}")
+    launch_study(load_spec(path), path.read_text(), url)
+    study = optuna.load_study(study_name="next", storage=url)
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    sources = [t.user_attrs.get(attr_names.WARM_START_FROM, "hand")[:6] for t in waiting]
+    assert sources == (["smoke#", "hand"] if transfer_first else ["hand", "smoke#"])
