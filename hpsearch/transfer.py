@@ -2,7 +2,8 @@
 
 The study database is shared, so a lab's earlier searches can start its next one. A
 ``[[warm_start]]`` table that names ``from_study`` (instead of parameter values) enqueues the
-best complete trials of that study, on the same storage, as the new study's first trials::
+best complete trials of that study, on the same storage, as the new study's first trials (all
+``[[warm_start]]`` tables queue in the file's order)::
 
     [[warm_start]]
     from_study = "fashion_mnist_quick"   # a study on the same storage
