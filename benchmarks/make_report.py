@@ -59,9 +59,9 @@ SECTIONS = (
         "not run yet",
     ),
     (
-        "search_4workers",
-        "search: 4 parallel workers sharing one PostgreSQL study",
-        ".venv/bin/python benchmarks/search.py --workers 4 --budget-s 60",
+        "search_small_4workers",
+        "search: 4 parallel workers sharing one PostgreSQL study (small CPU setting)",
+        ".venv/bin/python benchmarks/search.py --setting small --workers 4",
         "not run yet",
     ),
     (

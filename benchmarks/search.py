@@ -81,6 +81,8 @@ TRANSFER_TOP = 5
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/test"
 SETTINGS: dict[str, dict[str, Any]] = {
     "quick": {"train_subset": 2000, "max_epochs": 3, "budget_s": 45, "seeds": 1, "target": 0.80},
+    # The quick data with 10 seeds: small enough for 4 workers sharing 2 cores to finish trials.
+    "small": {"train_subset": 2000, "max_epochs": 3, "budget_s": 60, "seeds": 10, "target": 0.80},
     "cpu": {"train_subset": 6000, "max_epochs": 6, "budget_s": 120, "seeds": 10, "target": 0.86},
     "gpu": {"train_subset": None, "max_epochs": 20, "budget_s": 1800, "seeds": 3, "target": 0.92},
 }
@@ -864,7 +866,11 @@ def _fmt(ms: tuple[float, float], digits: int = 4) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="the quick setting (≈ 4 min)")
-    parser.add_argument("--setting", choices=sorted(SETTINGS), help="cpu (default) or gpu")
+    parser.add_argument(
+        "--setting",
+        choices=sorted(SETTINGS),
+        help="cpu (default), small (the quick data, 10 seeds; for --workers on few cores) or gpu",
+    )
     parser.add_argument("--seeds", type=int, help="number of seeds (default: the setting's)")
     parser.add_argument("--budget-s", type=float, help="wall-clock budget per method and seed")
     parser.add_argument(
@@ -998,13 +1004,24 @@ def main(argv: list[str] | None = None) -> int:
         earlier=None if earlier is None else _earlier_meta(earlier),
     )
     name = (
-        args.name or {"quick": "search_quick", "cpu": "search", "gpu": "search_gpu"}[setting_name]
+        args.name
+        or {
+            "quick": "search_quick",
+            "cpu": "search",
+            "small": "search_small",
+            "gpu": "search_gpu",
+        }[setting_name]
     )
     if args.workers > 1 and not args.name:
         name += f"_{args.workers}workers"
     png = _common.RESULTS_DIR / f"{name}.png"
     _common.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    label = {"quick": "quick (smoke) setting", "cpu": "CPU setting", "gpu": "GPU setting"}
+    label = {
+        "quick": "quick (smoke) setting",
+        "cpu": "CPU setting",
+        "small": "small CPU setting",
+        "gpu": "GPU setting",
+    }
     label = {k: v + _workers_label(args.workers) for k, v in label.items()}
     plot(
         runs,
