@@ -295,11 +295,7 @@ def run_hpsearch(
     else:
         _wait_for_study(spec_raw["name"], worker.storage)
     clock.start(worker.ready)
-    try:
-        run_worker(spec_raw["name"], worker.storage, worker_index=worker.index)
-    except (BudgetExhausted, KeyboardInterrupt):
-        pass
-    clock.stop()
+    clock.run(lambda: run_worker(spec_raw["name"], worker.storage, worker_index=worker.index))
     start = datetime.fromtimestamp(clock.start_at)
     study = optuna.load_study(study_name=spec_raw["name"], storage=worker.storage)
     trials = study.get_trials(deepcopy=False)
@@ -366,11 +362,7 @@ def run_optuna(
         else optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max_epochs),
     )
     clock.start(worker.ready)
-    try:
-        study.optimize(objective)
-    except BudgetExhausted:
-        pass
-    clock.stop()
+    clock.run(lambda: study.optimize(objective))
     return _finish(events, best, splits, study)
 
 
@@ -416,16 +408,11 @@ def run_kerastuner(
         overwrite=True,
     )
     clock.start(ready)
-    try:
-        tuner.search(
-            splits.x_train,
-            splits.y_train,
-            validation_data=(splits.x_val, splits.y_val),
-            verbose=0,
+    clock.run(
+        lambda: tuner.search(
+            splits.x_train, splits.y_train, validation_data=(splits.x_val, splits.y_val), verbose=0
         )
-    except BudgetExhausted:
-        pass
-    clock.stop()
+    )
     n = len(tuner.oracle.trials)
     return _finish(events, best, splits, None, {"trials": n, "complete": len(events)})
 
@@ -484,6 +471,7 @@ class _Clock:
     def __init__(self, budget_s: float) -> None:
         self.budget_s = budget_s
         self.start_at = 0.0
+        self.terminated = False
         self.t_end: float | None = None
         self._timer: threading.Timer | None = None
 
@@ -502,6 +490,29 @@ class _Clock:
     def elapsed(self) -> float:
         return time.time() - self.start_at
 
+    def on_term(self, signum: int, frame: Any) -> None:
+        """SIGTERM handler: the budget is over."""
+        self.terminated = True
+        raise BudgetExhausted()
+
+    @property
+    def expired(self) -> bool:
+        return self.terminated or (self.start_at > 0 and self.elapsed() >= self.budget_s - 0.5)
+
+    def run(self, search: Callable[[], Any]) -> None:
+        """Run ``search`` until the budget ends it, then stop the clock.
+
+        The budget's signal can land while TensorFlow runs native code, where the exception it
+        raises surfaces as another one (a ``SystemError``); once the budget is over any error
+        means "stopped", and before it every error is raised.
+        """
+        try:
+            search()
+        except BaseException:
+            if not self.expired:
+                raise
+        self.stop()
+
     def stop(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
@@ -517,11 +528,8 @@ def child(
     the seeds); ``earlier`` names it.
     """
     setting = SETTINGS[setting_name]
-
-    def on_term(signum: int, frame: Any) -> None:
-        raise BudgetExhausted()
-
-    signal.signal(signal.SIGTERM, on_term)
+    clock = _Clock(setting["budget_s"])
+    signal.signal(signal.SIGTERM, clock.on_term)
     import keras
     import optuna
 
@@ -539,7 +547,6 @@ def child(
     spec = spec_from_dict(spec_raw)
     check_same_space(spec)
     splits = load_splits(spec.data)
-    clock = _Clock(setting["budget_s"])
     max_epochs = setting["max_epochs"]
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "hpsearch": lambda: run_hpsearch(spec_raw, splits, clock, worker),
@@ -612,9 +619,14 @@ class _Launcher:
 
         workers = self.args.workers
         folder = self.tmp / f"{method}_{seed}"
-        folder.mkdir()
         name = self.study_name(method, seed)
         self.studies.append(name)
+        outs = [folder / f"result_{w}.json" for w in range(workers)]
+        if all(out.exists() for out in outs):  # finished by an earlier, interrupted invocation
+            merged = merge_workers([json.loads(out.read_text()) for out in outs])
+            return {**merged, "budget_s": budget_s, "kept": True}
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
         if self.storage is None and method == "hpsearch_transfer":  # the earlier study's DB
             shutil.copy(self.tmp / f"earlier_{EARLIER['seed']}" / "search.db", folder)
         threads = max(1, self.args.threads // workers)
@@ -891,6 +903,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{DEFAULT_PG}); this run's studies are deleted at its end",
     )
     parser.add_argument(
+        "--work-dir",
+        type=Path,
+        help="keep every run's results here (default: a temporary folder, removed after a "
+        "successful run); a run already finished there is not run again, so the same command "
+        "continues an interrupted benchmark",
+    )
+    parser.add_argument(
         "--earlier-budget-s",
         type=float,
         help="budget of hpsearch_transfer's earlier study (default: 10 × the budget)",
@@ -941,40 +960,53 @@ def main(argv: list[str] | None = None) -> int:
     args.earlier_budget_s = args.earlier_budget_s or 10 * setting["budget_s"]
     started = time.perf_counter()
     runs = []
-    run_id = f"{os.getpid()}_{int(time.time())}"
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="hpsearch-search-"))
+    work.mkdir(parents=True, exist_ok=True)
+    id_file = work / "run_id"  # kept, so that a resumed run finds its earlier study
+    if not id_file.exists():
+        id_file.write_text(f"{os.getpid()}_{int(time.time())}")
     storage = args.storage if args.workers > 1 else None
-    launcher = _Launcher(args, setting_name, setting, gpus, storage, run_id)
+    launcher = _Launcher(args, setting_name, setting, gpus, storage, id_file.read_text())
+    launcher.tmp = work
     earlier: dict[str, Any] | None = None
     try:
-        with tempfile.TemporaryDirectory(prefix="hpsearch-search-") as tmp:
-            launcher.tmp = Path(tmp)
-            if "hpsearch_transfer" in methods:
-                earlier = launcher.run("earlier", EARLIER["seed"], args.earlier_budget_s)
-                best = max((e["val"] for e in earlier["events"]), default=float("nan"))
-                print(
-                    f"[search] earlier study: {len(earlier['events'])} complete trials in "
-                    f"{earlier['budget_s']:.0f} s, best val {best:.4f}",
-                    file=sys.stderr,
+        if "hpsearch_transfer" in methods:
+            earlier = launcher.run("earlier", EARLIER["seed"], args.earlier_budget_s)
+            if not earlier["events"]:
+                raise _RunFailed(
+                    f"the earlier study finished no trial in {args.earlier_budget_s:g} s: give "
+                    "it a larger --earlier-budget-s"
                 )
-            for i, seed in enumerate(seeds):
-                order = methods[i % len(methods) :] + methods[: i % len(methods)]
-                for method in order:
-                    t0 = time.perf_counter()
-                    run = launcher.run(method, seed, setting["budget_s"])
-                    runs.append(run)
-                    best = max((e["val"] for e in run["events"]), default=float("nan"))
-                    print(
-                        f"[search] seed {seed} {method:10s}: {len(run['events'])} complete "
-                        f"trials, best val {best:.4f} ({time.perf_counter() - t0:.0f} s with "
-                        "start-up)",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-    except _RunFailed as exc:
-        print(f"search: {exc}", file=sys.stderr)
+            best = max((e["val"] for e in earlier["events"]), default=float("nan"))
+            print(
+                f"[search] earlier study: {len(earlier['events'])} complete trials in "
+                f"{earlier['budget_s']:.0f} s, best val {best:.4f}",
+                file=sys.stderr,
+            )
+        for i, seed in enumerate(seeds):
+            order = methods[i % len(methods) :] + methods[: i % len(methods)]
+            for method in order:
+                t0 = time.perf_counter()
+                run = launcher.run(method, seed, setting["budget_s"])
+                runs.append(run)
+                best = max((e["val"] for e in run["events"]), default=float("nan"))
+                print(
+                    f"[search] seed {seed} {method:10s}: {len(run['events'])} complete "
+                    f"trials, best val {best:.4f} ({time.perf_counter() - t0:.0f} s with "
+                    f"start-up{', kept from before' if run.get('kept') else ''})",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    except (_RunFailed, KeyboardInterrupt) as exc:
+        print(
+            f"search: {exc or 'interrupted'}\nsearch: the finished runs are kept in {work}; "
+            f"the same command with --work-dir {work} continues from them",
+            file=sys.stderr,
+        )
         return 1
-    finally:
-        launcher.delete_studies()
+    launcher.delete_studies()
+    if not args.work_dir:
+        shutil.rmtree(work, ignore_errors=True)
     reduced = []
     if setting_name != "quick":
         if setting["budget_s"] < defaults["budget_s"]:

@@ -237,7 +237,7 @@ def test_search_parallel_workers_and_transfer_on_postgres(
     import optuna
 
     names, stderr = _search_quick(
-        tmp_path, "--workers", "2", "--storage", postgres_url, "--earlier-budget-s", "10",
+        tmp_path, "--workers", "2", "--storage", postgres_url, "--earlier-budget-s", "25",
         "--methods", "hpsearch,optuna,hpsearch_transfer",
     )  # fmt: skip
     assert names[-2:] == ["search_transfer_gain_vs_optuna", "search_transfer_p_vs_optuna"]
