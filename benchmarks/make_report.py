@@ -59,6 +59,13 @@ SECTIONS = (
         "not run yet",
     ),
     (
+        "search_transfer_8seeds",
+        "search: transfer, 8 seeds × 5 methods (best val from the log of a run that crashed)",
+        ".venv/bin/python benchmarks/search.py --budget-s 60 --from-log "
+        "benchmarks/results/search_transfer_8seeds.log --name search_transfer_8seeds",
+        "not run yet",
+    ),
+    (
         "search_small_4workers",
         "search: 4 parallel workers sharing one PostgreSQL study (small CPU setting)",
         ".venv/bin/python benchmarks/search.py --setting small --workers 4",
@@ -194,6 +201,8 @@ def _key_figure(name: str, data: dict[str, Any]) -> str:
                 for m, v in s.items()
                 if v.get("time_to_target_s") and v["time_to_target_s"][0] is not None
             ]
+            if data["meta"].get("log"):  # best val only (see search.summarize_log)
+                times = []
             figure = "mean best val acc: " + ", ".join(parts)
             figure += "; mean time to target: " + ", ".join(times) if times else ""
             paired = [
@@ -204,10 +213,14 @@ def _key_figure(name: str, data: dict[str, Any]) -> str:
             figure += "; hpsearch paired by seed: " + ", ".join(paired) if paired else ""
             for variant, tests in data.get("paired_variants", {}).items():
                 vs = [
-                    f"vs {m} {t['val_gain']:+.4f} (p {t['val_p']:.2g}, time ratio "
-                    f"{t['time_ratio']:.2f}, p {t['time_p']:.2g})"
+                    f"vs {m} {t['val_gain']:+.4f} (p {t['val_p']:.2g}"
+                    + (
+                        f", time ratio {t['time_ratio']:.2f}, p {t['time_p']:.2g})"
+                        if None not in (t.get("time_ratio"), t.get("time_p"))
+                        else ")"
+                    )
                     for m, t in tests.items()
-                    if None not in (t.get("val_p"), t.get("time_ratio"), t.get("time_p"))
+                    if t.get("val_p") is not None
                 ]
                 figure += f"; {variant} paired by seed: " + ", ".join(vs) if vs else ""
             return figure

@@ -49,6 +49,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -903,6 +904,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{DEFAULT_PG}); this run's studies are deleted at its end",
     )
     parser.add_argument(
+        "--from-log",
+        type=Path,
+        help="no run: the best-val comparison from the '[search] seed' lines of a saved log "
+        "(a run that stopped before its summary); written as --name",
+    )
+    parser.add_argument(
         "--work-dir",
         type=Path,
         help="keep every run's results here (default: a temporary folder, removed after a "
@@ -943,6 +950,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     setting = dict(SETTINGS[setting_name])
+    if args.from_log:
+        return summarize_log(args.from_log, args.name or "search_from_log", setting, args.note)
     gpus = _common.gpus()
     if setting_name == "gpu" and not gpus:
         print(
@@ -1158,6 +1167,71 @@ def main(argv: list[str] | None = None) -> int:
         vs = variants["hpsearch_transfer"]["optuna"]
         _common.result_line("search_transfer_gain_vs_optuna", _num(vs["val_gain"], "+.4f"))
         _common.result_line("search_transfer_p_vs_optuna", _num(vs["val_p"], ".3g"))
+    return 0
+
+
+LOG_LINE = re.compile(r"\[search\] seed (\d+) (\S+)\s*: (\d+) complete trials, best val ([\d.]+)")
+
+
+def summarize_log(path: Path, name: str, setting: dict[str, Any], notes: list[str]) -> int:
+    """Best val per method and the paired tests, from the progress lines of a saved log.
+
+    For a run that stopped before writing its summary: each ``[search] seed S METHOD: ...
+    best val V`` line is one finished run; only seeds every method finished are compared.
+    Time to target and test accuracy are not in those lines, so they are not reported.
+    """
+    by_method: dict[str, dict[int, float]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        m = LOG_LINE.match(line)
+        if m:
+            by_method.setdefault(m.group(2), {})[int(m.group(1))] = float(m.group(4))
+    seeds = sorted(set.intersection(*(set(v) for v in by_method.values()))) if by_method else []
+    if len(seeds) < 2:
+        print(f"search: {path} has fewer than 2 seeds that every method finished", file=sys.stderr)
+        return 1
+    runs = [
+        {"method": m, "seed": k, "events": [{"t": 0.0, "val": v[k]}]}
+        for m, v in by_method.items()
+        for k in seeds
+    ]
+    summary = summarize(runs, setting["budget_s"], target=math.inf)
+    paired = {
+        ours: paired_tests(summary, setting["budget_s"], ours)
+        for ours in VARIANTS
+        if ours in summary
+    }
+    meta = _common.meta(0.0, seeds=seeds, methods=list(by_method), log=path.name, notes=notes)
+    md = _common.header(f"search: best validation accuracy from a saved log ({path.name})", meta)
+    md += (
+        f"\nFrom the progress lines of `{path.name}` (kept beside this file): seeds {seeds}, "
+        "those every method finished. Only best validation accuracy at the budget is in those "
+        "lines: time to target and test accuracy are not reported.\n\n"
+    )
+    md += _common.table(
+        ["method", "best val acc at budget", "per seed"],
+        [
+            (m, _fmt(s["best_val"]), " ".join(f"{v:.4f}" for v in s["per_seed_best_val"]))
+            for m, s in summary.items()
+        ],
+    )
+    md += "\nPaired by seed, Wilcoxon signed-rank (two-sided, SciPy); *gain* > 0: the first "
+    md += "method better. Fewer than 6 pairs cannot reach p < 0.05.\n"
+    for ours, tests in paired.items():
+        rows = [
+            (f"{ours} − {m}", t["pairs"], _num(t["val_gain"], "+.4f"), _num(t["val_p"], ".3g"))
+            for m, t in tests.items()
+        ]
+        md += "\n" + _common.table(["comparison", "seed pairs", "val gain", "p (val)"], rows)
+    _common.write_results(
+        name,
+        md,
+        {
+            "meta": meta,
+            "summary": summary,
+            "paired": paired.get("hpsearch", {}),
+            "paired_variants": {k: v for k, v in paired.items() if k != "hpsearch"},
+        },
+    )
     return 0
 
 

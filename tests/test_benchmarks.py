@@ -247,3 +247,25 @@ def test_search_parallel_workers_and_transfer_on_postgres(
     assert 'from_study = "bench_earlier"' in md and "| hpsearch_transfer − optuna | 1 |" in md
     left = [s.study_name for s in optuna.get_all_study_summaries(postgres_url)]
     assert not [name for name in left if name.startswith("bench_")]
+
+
+def test_search_from_log_compares_the_seeds_every_method_finished(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that crashed before its summary still has its progress lines: ``--from-log``
+    compares the seeds every method finished, best val only (no time, no test accuracy)."""
+    log = tmp_path / "crashed.log"
+    lines = [
+        f"[search] seed {s} {m:10s}: 2 complete trials, best val {v + s / 1000:.4f} (70 s)"
+        for s in range(7)
+        for m, v in (("hpsearch", 0.87), ("optuna", 0.85))
+    ]
+    lines += ["[search] seed 7 hpsearch  : 1 complete trials, best val 0.9900 (70 s)"]
+    log.write_text("\n".join([*lines, "Traceback (most recent call last):", "SystemError"]))
+    monkeypatch.setenv("HPSEARCH_BENCH_RESULTS", str(tmp_path))
+    proc = _run(str(BENCH / "search.py"), "--from-log", str(log), "--name", "from_log")
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "from_log.md").read_text()
+    assert "seeds [0, 1, 2, 3, 4, 5, 6]" in md  # seed 7: optuna never finished it
+    assert "| hpsearch − optuna | 7 | +0.0200 | 0.0156 |" in md
+    assert "time to target and test accuracy are not reported" in md
