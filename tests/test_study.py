@@ -18,6 +18,11 @@ def test_launch_is_idempotent_and_enqueues_warm_start_once(sqlite_url: str) -> N
     first = launch_study(spec, "text", sqlite_url)
     second = launch_study(spec, "text", sqlite_url)
     assert first.created and not second.created
+    # its third table names the CPU demo study, which has not run on this database
+    assert first.warm_started == [
+        "warm start from study fashion_mnist_quick: skipped, no such study on this storage yet "
+        '(if_missing = "skip")'
+    ]
     waiting = second.study.get_trials(states=(optuna.trial.TrialState.WAITING,))
     assert len(waiting) == 2
     fixed = waiting[0].system_attrs["fixed_params"]
