@@ -53,7 +53,7 @@ SECTIONS = (
     ),
     (
         "search_transfer",
-        "search: transfer from an earlier study (hpsearch_transfer), 10 seeds",
+        "search: transfer from an earlier study (hpsearch_transfer)",
         ".venv/bin/python benchmarks/search.py --budget-s 60 "
         "--methods hpsearch,kerastuner,optuna,random,hpsearch_transfer --name search_transfer",
         "not run yet",

@@ -1074,6 +1074,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{len(seeds)} seed(s)",
     )
     title = f"search: equal-budget comparison, {label[setting_name]}"
+    if "hpsearch_transfer" in methods:
+        title = f"search: transfer from an earlier study, {label[setting_name]}"
     if reduced:
         title += f" (reduced: {'; '.join(reduced)})"
     md = _common.header(title, meta)
@@ -1200,7 +1202,14 @@ def summarize_log(path: Path, name: str, setting: dict[str, Any], notes: list[st
         for ours in VARIANTS
         if ours in summary
     }
-    meta = _common.meta(0.0, seeds=seeds, methods=list(by_method), log=path.name, notes=notes)
+    meta = _common.meta(
+        0.0,
+        seeds=seeds,
+        methods=list(by_method),
+        log=path.name,
+        notes=notes,
+        reduced=[f"best val only, {len(seeds)} seeds from a saved log"],
+    )
     md = _common.header(f"search: best validation accuracy from a saved log ({path.name})", meta)
     md += (
         f"\nFrom the progress lines of `{path.name}` (kept beside this file): seeds {seeds}, "
