@@ -608,6 +608,10 @@ class _Launcher:
         self.gpus, self.storage, self.run_id = gpus, storage, run_id
         self.tmp = Path(tempfile.gettempdir())
         self.studies: list[str] = []
+        if storage:  # Optuna's tables, made once: workers that all make them race on an empty
+            from hpsearch.storage import get_storage  # database (CREATE TYPE ... exists)
+
+            get_storage(storage, heartbeat=False)
 
     def study_name(self, method: str, seed: int) -> str:
         if method == "earlier":
