@@ -602,11 +602,14 @@ class _Launcher:
         setting: dict[str, Any],
         gpus: list[str],
         storage: str | None,
-        run_id: str,
+        work: Path,
     ) -> None:
         self.args, self.setting_name, self.setting = args, setting_name, setting
-        self.gpus, self.storage, self.run_id = gpus, storage, run_id
-        self.tmp = Path(tempfile.gettempdir())
+        self.gpus, self.storage, self.tmp = gpus, storage, work
+        id_file = work / "run_id"  # kept, so that a resumed run finds its earlier study
+        if not id_file.exists():
+            id_file.write_text(f"{os.getpid()}_{int(time.time())}")
+        self.run_id = id_file.read_text()
         self.studies: list[str] = []
         if storage:  # Optuna's tables, made once: workers that all make them race on an empty
             from hpsearch.storage import get_storage  # database (CREATE TYPE ... exists)
@@ -975,12 +978,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="hpsearch-search-"))
     work.mkdir(parents=True, exist_ok=True)
-    id_file = work / "run_id"  # kept, so that a resumed run finds its earlier study
-    if not id_file.exists():
-        id_file.write_text(f"{os.getpid()}_{int(time.time())}")
     storage = args.storage if args.workers > 1 else None
-    launcher = _Launcher(args, setting_name, setting, gpus, storage, id_file.read_text())
-    launcher.tmp = work
+    launcher = _Launcher(args, setting_name, setting, gpus, storage, work)
     earlier: dict[str, Any] | None = None
     try:
         if "hpsearch_transfer" in methods:
@@ -1141,11 +1140,7 @@ def main(argv: list[str] | None = None) -> int:
         rows,
     )
     md += f"\n![best validation accuracy over time]({png.name})\n"
-    paired = {
-        ours: paired_tests(summary, setting["budget_s"], ours)
-        for ours in VARIANTS
-        if ours in summary and len(summary) > 1
-    }
+    paired = paired_by_variant(summary, setting["budget_s"])
     if paired:
         md += "\n" + PAIRED_CAPTION
         for ours, tests in paired.items():
@@ -1201,11 +1196,7 @@ def summarize_log(path: Path, name: str, setting: dict[str, Any], notes: list[st
         for k in seeds
     ]
     summary = summarize(runs, setting["budget_s"], target=math.inf)
-    paired = {
-        ours: paired_tests(summary, setting["budget_s"], ours)
-        for ours in VARIANTS
-        if ours in summary
-    }
+    paired = paired_by_variant(summary, setting["budget_s"])
     meta = _common.meta(
         0.0,
         seeds=seeds,
@@ -1259,6 +1250,15 @@ def _earlier_meta(earlier: dict[str, Any]) -> dict[str, Any]:
         "complete": len(vals),
         "best_val": max(vals, default=float("nan")),
         **EARLIER,
+    }
+
+
+def paired_by_variant(summary: dict[str, Any], budget_s: float) -> dict[str, Any]:
+    """:func:`paired_tests` of each hpsearch variant in ``summary`` (none if it is alone)."""
+    return {
+        ours: paired_tests(summary, budget_s, ours)
+        for ours in VARIANTS
+        if ours in summary and len(summary) > 1
     }
 
 
