@@ -39,8 +39,8 @@ test: install  ## type check, then every test this machine can run (slow, Postgr
 	$(BIN)/mypy hpsearch
 	$(BIN)/python -m pytest --all
 
-test-fast:  ## unit tests only
-	$(BIN)/python -m pytest
+test-fast:  ## unit tests only, on up to 4 CPUs (pytest-xdist)
+	$(BIN)/python -m pytest -n auto --maxprocesses 4
 
 lint:
 	$(BIN)/ruff check hpsearch tests benchmarks

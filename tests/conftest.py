@@ -103,9 +103,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         left_out = set(heavy)
         items[:] = [i for i in items if i not in left_out]
         config.stash[_NOT_RUN] = len(heavy)
+        if hasattr(config, "workeroutput"):  # a pytest-xdist worker: tell the controller
+            config.workeroutput["heavy_not_run"] = len(heavy)
 
 
 _NOT_RUN = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """Under pytest-xdist, the workers collect; the controller prints their count."""
+    n = getattr(node, "workeroutput", {}).get("heavy_not_run")
+    if n:
+        node.config.stash[_NOT_RUN] = n
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
