@@ -59,16 +59,10 @@ SECTIONS = (
         "not run yet",
     ),
     (
-        "search_transfer_8seeds",
-        "search: transfer, 8 seeds × 5 methods (best val from the log of a run that crashed)",
-        ".venv/bin/python benchmarks/search.py --budget-s 60 --from-log "
-        "benchmarks/results/search_transfer_8seeds.log --name search_transfer_8seeds",
-        "not run yet",
-    ),
-    (
         "search_small_4workers",
         "search: 4 parallel workers sharing one PostgreSQL study (small CPU setting)",
-        ".venv/bin/python benchmarks/search.py --setting small --workers 4",
+        ".venv/bin/python benchmarks/search.py --setting small --workers 4 "
+        "--methods hpsearch,optuna,random",
         "not run yet",
     ),
     (

@@ -40,7 +40,8 @@ evaluation inside its budget).
 
 It ends with ``RESULT search_hpsearch_minus_best_other_val=<difference of mean best val>``,
 ``RESULT search_gain_vs_optuna=<mean paired best-val difference>`` and
-``RESULT search_p_vs_optuna=<its Wilcoxon p>`` (see :func:`paired_tests`).
+``RESULT search_p_vs_optuna=<its Wilcoxon p>`` (see :func:`paired_tests`), and so does its
+results file; with ``--workers N`` the names start ``search_<N>workers_``.
 """
 
 from __future__ import annotations
@@ -1149,6 +1150,8 @@ def main(argv: list[str] | None = None) -> int:
     md += f"\n{verdict}\n"
     tests = paired.get("hpsearch", {})
     variants = {k: v for k, v in paired.items() if k != "hpsearch"}
+    results = result_lines(gap, paired, args.workers)
+    md += "\n" + "\n".join(f"`RESULT {key}={value}`  " for key, value in results) + "\n"
     _common.write_results(
         name,
         md,
@@ -1160,15 +1163,30 @@ def main(argv: list[str] | None = None) -> int:
             "runs": runs,
         },
     )
-    _common.result_line("search_hpsearch_minus_best_other_val", f"{gap:+.4f}")
-    vs = tests.get("optuna", {})
-    _common.result_line("search_gain_vs_optuna", _num(vs.get("val_gain"), "+.4f"))
-    _common.result_line("search_p_vs_optuna", _num(vs.get("val_p"), ".3g"))
-    if "optuna" in variants.get("hpsearch_transfer", {}):
-        vs = variants["hpsearch_transfer"]["optuna"]
-        _common.result_line("search_transfer_gain_vs_optuna", _num(vs["val_gain"], "+.4f"))
-        _common.result_line("search_transfer_p_vs_optuna", _num(vs["val_p"], ".3g"))
+    for key, value in results:
+        _common.result_line(key, value)
     return 0
+
+
+def result_lines(
+    gap: float, paired: dict[str, dict[str, dict[str, Any]]], workers: int = 1
+) -> list[tuple[str, str]]:
+    """The run's key figures as ``(name, value)``: hpsearch's mean best-val lead over the best
+    other method, and its paired gain and p against plain Optuna (and hpsearch_transfer's, if
+    run). Named ``search_...`` for one worker, ``search_<N>workers_...`` with parallel workers.
+    """
+    prefix = "search" if workers == 1 else f"search_{workers}workers"
+    vs = paired.get("hpsearch", {}).get("optuna", {})
+    lines = [
+        (f"{prefix}_hpsearch_minus_best_other_val", f"{gap:+.4f}"),
+        (f"{prefix}_gain_vs_optuna", _num(vs.get("val_gain"), "+.4f")),
+        (f"{prefix}_p_vs_optuna", _num(vs.get("val_p"), ".3g")),
+    ]
+    if "optuna" in paired.get("hpsearch_transfer", {}):
+        vs = paired["hpsearch_transfer"]["optuna"]
+        lines.append((f"{prefix}_transfer_gain_vs_optuna", _num(vs["val_gain"], "+.4f")))
+        lines.append((f"{prefix}_transfer_p_vs_optuna", _num(vs["val_p"], ".3g")))
+    return lines
 
 
 LOG_LINE = re.compile(r"\[search\] seed (\d+) (\S+)\s*: (\d+) complete trials, best val ([\d.]+)")

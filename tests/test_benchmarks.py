@@ -203,6 +203,7 @@ def test_search_variants_get_their_own_paired_table(monkeypatch: pytest.MonkeyPa
 
 
 def _search_quick(tmp_path: Path, *args: str) -> tuple[list[str], str]:
+    """Run ``search.py --quick`` shortened to 8 s; its RESULT lines and its stderr."""
     proc = subprocess.run(
         [sys.executable, str(BENCH / "search.py"), "--quick", "--budget-s", "8", *args],
         capture_output=True, text=True, timeout=900, cwd=BENCH.parent,
@@ -210,7 +211,7 @@ def _search_quick(tmp_path: Path, *args: str) -> tuple[list[str], str]:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    return [line.split()[1].split("=")[0] for line in results], proc.stderr
+    return results, proc.stderr
 
 
 @pytest.mark.slow
@@ -218,11 +219,14 @@ def _search_quick(tmp_path: Path, *args: str) -> tuple[list[str], str]:
 def test_search_quick_runs_and_prints_its_figures(tmp_path: Path) -> None:
     """`search.py --quick` (shortened: 2 methods, 8 s each) runs end to end and ends with the
     comparison's RESULT lines; results go to a temporary folder, not benchmarks/results."""
-    names, _ = _search_quick(tmp_path, "--methods", "hpsearch,optuna")
+    results, _ = _search_quick(tmp_path, "--methods", "hpsearch,optuna")
+    names = [line.split()[1].split("=")[0] for line in results]
     assert names == [
         "search_hpsearch_minus_best_other_val", "search_gain_vs_optuna", "search_p_vs_optuna",
     ]  # fmt: skip
-    assert (tmp_path / "search_quick.md").exists() and (tmp_path / "search_quick.json").exists()
+    md = (tmp_path / "search_quick.md").read_text()
+    assert md.rstrip().endswith("`RESULT search_p_vs_optuna=" + results[-1].split("=")[1] + "`")
+    assert (tmp_path / "search_quick.json").exists()
 
 
 @pytest.mark.slow
@@ -236,11 +240,14 @@ def test_search_parallel_workers_and_transfer_on_postgres(
     are printed, and the run leaves no study of its own behind."""
     import optuna
 
-    names, stderr = _search_quick(
+    results, stderr = _search_quick(
         tmp_path, "--workers", "2", "--storage", postgres_url, "--earlier-budget-s", "25",
         "--methods", "hpsearch,optuna,hpsearch_transfer",
     )  # fmt: skip
-    assert names[-2:] == ["search_transfer_gain_vs_optuna", "search_transfer_p_vs_optuna"]
+    names = [line.split()[1].split("=")[0] for line in results]
+    assert names[-2:] == [
+        "search_2workers_transfer_gain_vs_optuna", "search_2workers_transfer_p_vs_optuna",
+    ]  # fmt: skip
     assert "[search] earlier study:" in stderr
     md = (tmp_path / "search_quick_2workers.md").read_text()
     assert "2 parallel workers" in md and "**2 processes per method**" in md
