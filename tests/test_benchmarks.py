@@ -202,16 +202,18 @@ def test_search_variants_get_their_own_paired_table(monkeypatch: pytest.MonkeyPa
     assert gap == pytest.approx(0.01)  # against optuna, not against its own variant
 
 
-def _search_quick(tmp_path: Path, *args: str) -> tuple[list[str], str]:
-    """Run ``search.py --quick`` shortened to 8 s; its RESULT lines and its stderr."""
+def _search_quick(tmp_path: Path, *args: str) -> tuple[dict[str, str], str]:
+    """Run ``search.py --quick`` shortened to 8 s; its RESULT figures, in order, and stderr."""
     proc = subprocess.run(
         [sys.executable, str(BENCH / "search.py"), "--quick", "--budget-s", "8", *args],
         capture_output=True, text=True, timeout=900, cwd=BENCH.parent,
         env={**os.environ, "HPSEARCH_BENCH_RESULTS": str(tmp_path)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    return results, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    figures = dict(line.removeprefix("RESULT ").split("=", 1) for line in lines)
+    assert len(figures) == len(lines), lines  # each figure printed once
+    return figures, proc.stderr
 
 
 @pytest.mark.slow
@@ -220,12 +222,11 @@ def test_search_quick_runs_and_prints_its_figures(tmp_path: Path) -> None:
     """`search.py --quick` (shortened: 2 methods, 8 s each) runs end to end and ends with the
     comparison's RESULT lines; results go to a temporary folder, not benchmarks/results."""
     results, _ = _search_quick(tmp_path, "--methods", "hpsearch,optuna")
-    names = [line.split()[1].split("=")[0] for line in results]
-    assert names == [
+    assert list(results) == [
         "search_hpsearch_minus_best_other_val", "search_gain_vs_optuna", "search_p_vs_optuna",
     ]  # fmt: skip
     md = (tmp_path / "search_quick.md").read_text()
-    assert md.rstrip().endswith("`RESULT search_p_vs_optuna=" + results[-1].split("=")[1] + "`")
+    assert md.rstrip().endswith(f"`RESULT search_p_vs_optuna={results['search_p_vs_optuna']}`")
     assert (tmp_path / "search_quick.json").exists()
 
 
@@ -244,8 +245,7 @@ def test_search_parallel_workers_and_transfer_on_postgres(
         tmp_path, "--workers", "2", "--storage", postgres_url, "--earlier-budget-s", "25",
         "--methods", "hpsearch,optuna,hpsearch_transfer",
     )  # fmt: skip
-    names = [line.split()[1].split("=")[0] for line in results]
-    assert names[-2:] == [
+    assert list(results)[-2:] == [
         "search_2workers_transfer_gain_vs_optuna", "search_2workers_transfer_p_vs_optuna",
     ]  # fmt: skip
     assert "[search] earlier study:" in stderr
