@@ -895,6 +895,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, help="number of seeds (default: the setting's)")
     parser.add_argument("--budget-s", type=float, help="wall-clock budget per method and seed")
     parser.add_argument(
+        "--target",
+        type=float,
+        help="the validation accuracy of time to target (default: the setting's)",
+    )
+    parser.add_argument(
         "--methods",
         help=f"comma-separated, of {', '.join(ALL_METHODS)} (default: {', '.join(METHODS)}; "
         f"with --workers: {', '.join(PARALLEL_METHODS)})",
@@ -947,6 +952,8 @@ def main(argv: list[str] | None = None) -> int:
     defaults = dict(SETTINGS[setting_name])
     if args.budget_s:
         SETTINGS[setting_name]["budget_s"] = args.budget_s
+    if args.target:
+        SETTINGS[setting_name]["target"] = args.target
     if args.child:
         runs_dir = Path(os.environ["HPSEARCH_RUNS_DIR"])
         storage = args.storage if args.workers > 1 else None
