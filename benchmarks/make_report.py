@@ -66,6 +66,14 @@ SECTIONS = (
         "not run yet",
     ),
     (
+        "search_small_4workers_transfer",
+        "search: 4 parallel workers with transfer from an earlier study (small CPU setting)",
+        ".venv/bin/python benchmarks/search.py --setting small --workers 4 "
+        "--methods hpsearch,optuna,random,hpsearch_transfer --target 0.82 "
+        "--earlier-budget-s 300 --name search_small_4workers_transfer",
+        "not run yet",
+    ),
+    (
         "search_gpu",
         "search (GPU setting)",
         ".venv/bin/python benchmarks/search.py --setting gpu",

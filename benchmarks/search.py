@@ -90,6 +90,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
+RESEND_S = 3.0
+"""Seconds between repeats of the budget's SIGTERM while a run has not stopped."""
+
+
 class BudgetExhausted(BaseException):  # noqa: N818 - control flow, like KeyboardInterrupt
     """Raised in the main thread when the wall-clock budget is over."""
 
@@ -475,7 +479,7 @@ class _Clock:
         self.start_at = 0.0
         self.terminated = False
         self.t_end: float | None = None
-        self._timer: threading.Timer | None = None
+        self._done = threading.Event()
 
     def start(self, ready: Path) -> None:
         ready.write_text(str(os.getpid()))
@@ -485,17 +489,31 @@ class _Clock:
         self.start_at = float(go.read_text())
         time.sleep(max(0.0, self.start_at - time.time()))
         left = self.budget_s - self.elapsed()
-        self._timer = threading.Timer(max(left, 0.0), os.kill, (os.getpid(), signal.SIGTERM))
-        self._timer.daemon = True
-        self._timer.start()
+        threading.Thread(target=self._terminate_at_budget, args=(left,), daemon=True).start()
+
+    def _terminate_at_budget(self, left: float) -> None:
+        """SIGTERM at the budget, again every few seconds until :meth:`run` has returned.
+
+        Python drops an exception raised while it runs a finalizer or a weakref callback
+        ("Exception ignored in ..."); a single signal landing there left a plain-Optuna worker
+        training on for 15 minutes. hpsearch's own workers remember the signal instead
+        (``hpsearch.preemption``) and ignore the repeats.
+        """
+        if self._done.wait(max(left, 0.0)):
+            return
+        while True:
+            os.kill(os.getpid(), signal.SIGTERM)
+            if self._done.wait(RESEND_S):
+                return
 
     def elapsed(self) -> float:
         return time.time() - self.start_at
 
     def on_term(self, signum: int, frame: Any) -> None:
-        """SIGTERM handler: the budget is over."""
+        """SIGTERM handler: the budget is over (a repeat once the search has stopped: ignored)."""
         self.terminated = True
-        raise BudgetExhausted()
+        if not self._done.is_set():
+            raise BudgetExhausted()
 
     @property
     def expired(self) -> bool:
@@ -511,13 +529,13 @@ class _Clock:
         try:
             search()
         except BaseException:
+            self._done.set()
             if not self.expired:
                 raise
         self.stop()
 
     def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
+        self._done.set()
         self.t_end = self.elapsed()
 
 
@@ -636,6 +654,7 @@ class _Launcher:
             return {**merged, "budget_s": budget_s, "kept": True}
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir()
+        self._delete_study(name)  # an interrupted invocation's trials would count for this one
         if self.storage is None and method == "hpsearch_transfer":  # the earlier study's DB
             shutil.copy(self.tmp / f"earlier_{EARLIER['seed']}" / "search.db", folder)
         threads = max(1, self.args.threads // workers)
@@ -695,15 +714,18 @@ class _Launcher:
 
     def delete_studies(self) -> None:
         """Leave the shared database as it was (its studies of this run deleted)."""
+        for name in self.studies:
+            self._delete_study(name)
+
+    def _delete_study(self, name: str) -> None:
         if not self.storage:
             return
         import optuna
 
-        for name in self.studies:
-            try:
-                optuna.delete_study(study_name=name, storage=self.storage)
-            except KeyError:
-                pass
+        try:
+            optuna.delete_study(study_name=name, storage=self.storage)
+        except KeyError:
+            pass
 
 
 def merge_workers(results: list[dict[str, Any]]) -> dict[str, Any]:

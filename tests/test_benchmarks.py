@@ -155,6 +155,45 @@ def test_search_pairs_seeds_and_tests_them(monkeypatch: pytest.MonkeyPatch) -> N
     assert "| hpsearch − optuna | 7 | +0.0429 |" in table
 
 
+CLOCK_SCRIPT = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+import search
+
+search.RESEND_S = 0.3
+folder = Path(sys.argv[2])
+(folder / "go").write_text(repr(time.time()))
+clock = search._Clock(budget_s=1.0)
+search.signal.signal(search.signal.SIGTERM, clock.on_term)
+dropped = []
+
+def training_that_drops_the_first_signal():
+    while True:
+        try:
+            time.sleep(0.02)
+        except search.BudgetExhausted:
+            if not dropped:  # as when the signal lands in a weakref callback
+                dropped.append(1)
+                continue
+            raise
+
+clock.start(folder / "ready_0")
+clock.run(training_that_drops_the_first_signal)
+print(len(dropped), round(clock.t_end, 2))
+"""
+
+
+def test_search_clock_stops_a_run_whose_first_signal_was_lost(tmp_path: Path) -> None:
+    """A budget signal whose exception Python dropped (it landed in a finalizer) is sent again:
+    the run still ends near its budget instead of training on until the parent's timeout."""
+    proc = _run("-c", CLOCK_SCRIPT, str(BENCH), str(tmp_path), timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    dropped, ended_at = proc.stdout.split()
+    assert dropped == "1"
+    assert 1.0 <= float(ended_at) < 3.0
+
+
 def test_search_workers_count_each_trial_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every worker of a parallel run reads the shared study: a trial seen by several counts
     once, the state counts come from the fullest reading, and events without a trial number
