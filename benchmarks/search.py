@@ -652,9 +652,7 @@ class _Launcher:
         if all(out.exists() for out in outs):  # finished by an earlier, interrupted invocation
             merged = merge_workers([json.loads(out.read_text()) for out in outs])
             return {**merged, "budget_s": budget_s, "kept": True}
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir()
-        self._delete_study(name)  # an interrupted invocation's trials would count for this one
+        self.start_afresh(folder, name)
         if self.storage is None and method == "hpsearch_transfer":  # the earlier study's DB
             shutil.copy(self.tmp / f"earlier_{EARLIER['seed']}" / "search.db", folder)
         threads = max(1, self.args.threads // workers)
@@ -699,6 +697,13 @@ class _Launcher:
                 raise _RunFailed(f"{method} seed {seed} worker {w} failed:\n{tail}")
             results.append(json.loads(out.read_text()))
         return {**merge_workers(results), "budget_s": budget_s}
+
+    def start_afresh(self, folder: Path, name: str) -> None:
+        """An empty run folder and no study ``name``: an interrupted run leaves both behind,
+        and its trials would otherwise count for the run that replaces it."""
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        self._delete_study(name)
 
     def _start_together(self, folder: Path, procs: list[tuple[Any, Any]]) -> None:
         ready = [folder / f"ready_{w}" for w in range(len(procs))]

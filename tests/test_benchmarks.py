@@ -194,6 +194,36 @@ def test_search_clock_stops_a_run_whose_first_signal_was_lost(tmp_path: Path) ->
     assert 1.0 <= float(ended_at) < 3.0
 
 
+def test_search_rerun_of_an_interrupted_run_starts_from_a_fresh_study(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A benchmark continued with the same --work-dir re-runs an unfinished method and seed:
+    the interrupted invocation's study and files must not count for the new run."""
+    import argparse
+
+    import optuna
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import search
+
+    storage = f"sqlite:///{tmp_path / 'bench.db'}"
+    args = argparse.Namespace(workers=2, threads=2)
+    launcher = search._Launcher(args, "small", search.SETTINGS["small"], [], storage, tmp_path)
+    name = launcher.study_name("optuna", 1)
+    old = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    old.add_trial(optuna.trial.create_trial(value=0.99))  # the interrupted run's best
+    other = optuna.create_study(study_name="bench_earlier_other", storage=storage)
+    folder = tmp_path / "optuna_1"
+    folder.mkdir()
+    (folder / "result_0.json").write_text("{}")
+
+    launcher.start_afresh(folder, name)
+
+    assert list(folder.iterdir()) == []
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    assert name not in names and other.study_name in names
+
+
 def test_search_workers_count_each_trial_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every worker of a parallel run reads the shared study: a trial seen by several counts
     once, the state counts come from the fullest reading, and events without a trial number
