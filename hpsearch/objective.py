@@ -129,8 +129,15 @@ def _free_accelerator_memory() -> None:
     keras.backend.clear_session()
 
 
-def pruning_callback(trial: optuna.Trial, monitor: str = MONITOR) -> Any:
+def pruning_callback(
+    trial: optuna.Trial, monitor: str = MONITOR, last_epoch: int | None = None
+) -> Any:
     """optuna-integration's Keras callback with step = epochs run, raising on a missing metric.
+
+    The epoch ``last_epoch`` (the schedule's last) is reported but never pruned: the trial has
+    trained to the end, and pruning it then would throw its result away for no saving. (Optuna
+    counts steps from 0, so its pruners can ask at step ``max_resource``, e.g. Hyperband's rung
+    at epoch 3 of a 3-epoch schedule, only where steps are epochs run, as here.)
 
     (Built on call so that importing this module does not import Keras.)
     """
@@ -138,12 +145,15 @@ def pruning_callback(trial: optuna.Trial, monitor: str = MONITOR) -> Any:
 
     class PruningCallback(KerasPruningCallback):  # type: ignore[misc]
         def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            if not logs or self._monitor not in logs:
+            if not logs or monitor not in logs:
                 raise KeyError(
-                    f"metric {self._monitor!r} is missing from the epoch logs (have: "
+                    f"metric {monitor!r} is missing from the epoch logs (have: "
                     f"{', '.join(logs or {}) or 'none'}); compile with metrics=['accuracy'] "
                     "and pass validation_data"
                 )
+            if last_epoch is not None and epoch + 1 >= last_epoch:
+                trial.report(float(logs[monitor]), step=epoch + 1)
+                return
             super().on_epoch_end(epoch + 1, logs)
 
     return PruningCallback(trial, monitor)
@@ -383,7 +393,7 @@ class Objective:
                 callbacks=[
                     keras.callbacks.TerminateOnNaN(),
                     guard,
-                    pruning_callback(trial, self.metric),
+                    pruning_callback(trial, self.metric, self.spec.budget.max_epochs),
                     checkpointer,
                 ],
                 verbose=0,

@@ -94,3 +94,21 @@ def test_data_fractions_grow_the_training_set_epoch_by_epoch(tmp_path: Path) -> 
     assert run(0, Steps(stop_after=1)) == [(1, 2)]
     with pytest.raises(Exception, match="data_fractions must not shrink"):
         spec_from_dict({**spec.model_dump(mode="json"), "pruner": {"data_fractions": [0.5, 0.25]}})
+
+
+def test_the_last_epoch_is_reported_but_never_pruned() -> None:
+    """A trial that trained to the end of its schedule completes: pruning it after its last epoch
+    (Hyperband's rung at epoch 3 of a 3-epoch study did) throws the result away for no saving.
+    A pruner that prunes every value below 1.0 still prunes any earlier epoch."""
+    from hpsearch.objective import pruning_callback
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(1.0))
+    early, last = study.ask(), study.ask()
+    with pytest.raises(optuna.TrialPruned):
+        pruning_callback(early, "val_accuracy", last_epoch=3).on_epoch_end(
+            1, {"val_accuracy": 0.8}
+        )
+    pruning_callback(last, "val_accuracy", last_epoch=3).on_epoch_end(2, {"val_accuracy": 0.8})
+    study.tell(last, 0.8)
+    assert study.trials[last.number].state == TrialState.COMPLETE
+    assert study.trials[last.number].intermediate_values == {3: 0.8}
