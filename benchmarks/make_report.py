@@ -60,7 +60,8 @@ SECTIONS = (
     ),
     (
         "search_small_4workers",
-        "search: 4 parallel workers sharing one PostgreSQL study (small CPU setting)",
+        "search: 4 parallel workers sharing one PostgreSQL study (small CPU setting; before "
+        "hpsearch stopped pruning a trial's last epoch)",
         ".venv/bin/python benchmarks/search.py --setting small --workers 4 "
         "--methods hpsearch,optuna,random",
         "not run yet",
