@@ -129,9 +129,7 @@ def _free_accelerator_memory() -> None:
     keras.backend.clear_session()
 
 
-def pruning_callback(
-    trial: optuna.Trial, monitor: str = MONITOR, last_epoch: int | None = None
-) -> Any:
+def pruning_callback(trial: optuna.Trial, monitor: str = MONITOR, *, last_epoch: int) -> Any:
     """optuna-integration's Keras callback with step = epochs run, raising on a missing metric.
 
     The epoch ``last_epoch`` (the schedule's last) is reported but never pruned: the trial has
@@ -151,7 +149,7 @@ def pruning_callback(
                     f"{', '.join(logs or {}) or 'none'}); compile with metrics=['accuracy'] "
                     "and pass validation_data"
                 )
-            if last_epoch is not None and epoch + 1 >= last_epoch:
+            if epoch + 1 >= last_epoch:
                 trial.report(float(logs[monitor]), step=epoch + 1)
                 return
             super().on_epoch_end(epoch + 1, logs)
@@ -393,7 +391,7 @@ class Objective:
                 callbacks=[
                     keras.callbacks.TerminateOnNaN(),
                     guard,
-                    pruning_callback(trial, self.metric, self.spec.budget.max_epochs),
+                    pruning_callback(trial, self.metric, last_epoch=self.spec.budget.max_epochs),
                     checkpointer,
                 ],
                 verbose=0,
