@@ -35,9 +35,9 @@ browser:  ## Debian's chromium for the dashboard browser tests (skipped without 
 demo: $(VENV)/.installed-demo data  ## search Fashion-MNIST CNNs with 2 local workers (about 7 min on 2 cores, see README)
 	$(BIN)/hpsearch run studies/fashion_mnist_quick.toml --workers 2
 
-test: install  ## type check, then every test this machine can run (slow, PostgreSQL, MariaDB, Slurm, browser)
+test: install  ## type check, then every test this machine can run (slow, PostgreSQL, MariaDB, Slurm, browser); lists the 25 slowest
 	$(BIN)/mypy hpsearch
-	$(BIN)/python -m pytest --all
+	$(BIN)/python -m pytest --all --durations=25
 
 test-fast:  ## unit tests only, on up to 4 CPUs (pytest-xdist)
 	$(BIN)/python -m pytest -n auto --maxprocesses 4

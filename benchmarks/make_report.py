@@ -45,6 +45,13 @@ SECTIONS = (
         "not run yet",
     ),
     (
+        "search_cpu_10seeds",
+        "search: the CPU setting's 120 s budget, 10 seeds (hpsearch, plain Optuna, transfer)",
+        ".venv/bin/python benchmarks/search.py --methods hpsearch,optuna,hpsearch_transfer "
+        "--earlier-budget-s 600 --name search_cpu_10seeds",
+        "not run yet",
+    ),
+    (
         "search_data_fractions",
         "search: training-set size as a fidelity (hpsearch with and without data_fractions)",
         ".venv/bin/python benchmarks/search.py --methods hpsearch,hpsearch_data "
