@@ -22,6 +22,8 @@ Variants of hpsearch, each compared with every method in a table of its own (``-
   study in the same database, which the script runs once before the seeds (hpsearch on another
   split of the data, another seed, 10 × the budget by default; its time is in no budget).
 - ``hpsearch_data``: the study file plus ``[pruner] data_fractions``.
+- ``hpsearch_testtop``: the study file plus ``[objective] test_top = 1`` (only a trial that is
+  the best so far when it completes pays for a pass over the test set).
 
 ``--workers N`` runs N worker processes per method and seed on one shared study in a
 PostgreSQL database (``--storage``), started together once all have loaded the data, each with
@@ -69,7 +71,7 @@ import tomllib
 
 STUDY_FILE = _common.REPO_ROOT / "studies" / "fashion_mnist_quick.toml"
 METHODS = ("hpsearch", "kerastuner", "optuna", "random")
-EXTRA_METHODS = ("hpsearch_data", "hpsearch_transfer")  # --methods: hpsearch with a lever on
+EXTRA_METHODS = ("hpsearch_data", "hpsearch_transfer", "hpsearch_testtop")  # --methods: levers
 ALL_METHODS = METHODS + EXTRA_METHODS
 VARIANTS = ("hpsearch", *EXTRA_METHODS)
 """hpsearch and its variants: each is compared, paired by seed, with every other method."""
@@ -77,6 +79,8 @@ PARALLEL_METHODS = ("hpsearch", "optuna", "random", "hpsearch_transfer")
 """Methods of the ``--workers N`` setting (KerasTuner's parallel mode needs a gRPC chief)."""
 DATA_FRACTIONS = [0.125, 0.25, 0.5]
 """``hpsearch_data``: the study file plus ``[pruner] data_fractions`` (training-set fidelity)."""
+TEST_TOP = 1
+"""``hpsearch_testtop``: the study file plus ``[objective] test_top``."""
 EARLIER: dict[str, Any] = {"name": "bench_earlier", "seed": 1000, "split_seed": 1}
 """``hpsearch_transfer``'s earlier study: another split of the same data, another seed."""
 TRANSFER_TOP = 5
@@ -574,6 +578,12 @@ def child(
         "hpsearch_transfer": lambda: run_hpsearch(spec_raw, splits, clock, worker),
         "hpsearch_data": lambda: run_hpsearch(
             {**spec_raw, "pruner": {**spec_raw["pruner"], "data_fractions": DATA_FRACTIONS}},
+            splits,
+            clock,
+            worker,
+        ),
+        "hpsearch_testtop": lambda: run_hpsearch(
+            {**spec_raw, "objective": {**spec_raw.get("objective", {}), "test_top": TEST_TOP}},
             splits,
             clock,
             worker,

@@ -14,6 +14,8 @@ ERROR = "hpsearch:error"
 
 # Trial user attributes: what it measured.
 TEST_ACCURACY = "hpsearch:test_accuracy"
+TEST_SKIPPED = "hpsearch:test_skipped"
+"""Why a complete trial has no test accuracy (``objective.test_top``), one line."""
 EPOCHS = "hpsearch:epochs"
 WALL_TIME_S = "hpsearch:wall_time_s"
 N_PARAMS = "hpsearch:n_params"

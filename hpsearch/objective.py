@@ -4,13 +4,14 @@ Every epoch the trial reports validation accuracy to Optuna (step = epochs run) 
 checkpoint (model + optimizer state) under ``runs/<study>/checkpoints/trial_<n>/`` (or
 ``$HPSEARCH_CHECKPOINT_DIR/<study>/trial_<n>/``). A retried trial (after preemption or a dead
 worker) resumes from the checkpoint of the trial it retries, so at most the epoch in flight is
-lost. Test accuracy is measured only for completed trials and
-only recorded, never returned to Optuna.
+lost. Test accuracy is measured only for completed trials (with ``objective.test_top``, only
+for those among the study's best when they complete) and only recorded, never returned to
+Optuna.
 
 Trial user attrs (all ``hpsearch:*``): ``epochs``, ``wall_time_s``, ``n_params``,
-``test_accuracy``, ``config``, ``seed``, ``fail_reason`` (``nan``, ``oom``, ``preempted``,
-``timeout``, ``budget``, ``exception``), ``error``, and where the trial ran (``host``, ``pid``,
-``slurm_job_id``, ``slurm_array_task_id``, ``gpu``).
+``test_accuracy`` (or ``test_skipped``), ``config``, ``seed``, ``fail_reason`` (``nan``,
+``oom``, ``preempted``, ``timeout``, ``budget``, ``exception``), ``error``, and where the trial
+ran (``host``, ``pid``, ``slurm_job_id``, ``slurm_array_task_id``, ``gpu``).
 """
 
 from __future__ import annotations
@@ -304,6 +305,21 @@ def classify_failure(error: BaseException) -> str:
     return "exception"
 
 
+def ranks_in_top(study: optuna.Study, value: float, top: int, maximize: bool) -> bool:
+    """True if fewer than ``top`` complete trials of ``study`` have a better value than ``value``.
+
+    Checked as a trial completes, this never leaves out one of the study's ``top`` best at the
+    end: a trial better than it then is better than it at the end too.
+    """
+    better = 0
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if t.value is not None and (t.value > value if maximize else t.value < value):
+            better += 1
+            if better >= top:
+                return False
+    return True
+
+
 class Objective:
     """The Optuna objective for one study: returns the last epoch's objective metric.
 
@@ -396,15 +412,7 @@ class Objective:
                 ],
                 verbose=0,
             )
-            test = model.evaluate(
-                splits.x_test, splits.y_test, batch_size=512, verbose=0, return_dict=True
-            )
-            results = {attr_names.TEST_ACCURACY: float(test["accuracy"])}
-            if self.metric != MONITOR:
-                name = self.metric.removeprefix("val_")
-                if name in test:
-                    results[attr_names.test_metric(name)] = float(test[name])
-            self._finish(trial, checkpoint, progress, results)
+            self._finish(trial, checkpoint, progress, self._test_results(trial, model, progress))
             return progress.val_accuracy
         except optuna.TrialPruned:
             self._finish(trial, checkpoint, progress)
@@ -429,6 +437,32 @@ class Objective:
                 _free_accelerator_memory()
             raise
 
+    def _test_results(
+        self, trial: optuna.Trial, model: keras.Model, progress: _Progress
+    ) -> dict[str, float | str]:
+        """Test accuracy (and the objective's metric on test) as user attributes to record.
+
+        With ``objective.test_top = N`` a trial that N complete trials already beat is not
+        tested; it records why instead.
+        """
+        top = self.spec.objective.test_top
+        maximize = self.spec.objective.direction == "maximize"
+        if top is not None and not ranks_in_top(trial.study, progress.val_accuracy, top, maximize):
+            return {
+                attr_names.TEST_SKIPPED: f"not tested: {top} complete trials were better on "
+                f"{self.metric} when it completed (objective.test_top = {top})"
+            }
+        splits = self.splits
+        test = model.evaluate(
+            splits.x_test, splits.y_test, batch_size=512, verbose=0, return_dict=True
+        )
+        results: dict[str, float | str] = {attr_names.TEST_ACCURACY: float(test["accuracy"])}
+        if self.metric != MONITOR:
+            name = self.metric.removeprefix("val_")
+            if name in test:
+                results[attr_names.test_metric(name)] = float(test[name])
+        return results
+
     def _is_surplus(self, trial: optuna.Trial) -> bool:
         """True if ``budget.n_trials`` trials that are not failed were created before this one.
 
@@ -447,7 +481,7 @@ class Objective:
         trial: optuna.Trial,
         checkpoint: Checkpoint,
         progress: _Progress,
-        results: dict[str, float] | None = None,
+        results: dict[str, float | str] | None = None,
     ) -> None:
         with trial_writes(trial):
             for key, value in (results or {}).items():

@@ -346,13 +346,16 @@ class ObjectiveSpec(_Strict):
     ``metric`` is ``val_accuracy`` (default), ``val_loss``, or ``val_<name>`` of a Keras
     metric (``val_auc``, ``val_top5_accuracy``, ...). ``direction`` defaults to ``minimize``
     for losses and errors and to ``maximize`` otherwise. Test accuracy is recorded but never
-    used for selection.
+    used for selection. ``test_top = N`` evaluates the test set only for a trial that ranks
+    among the study's N best complete trials when it completes (by default every complete
+    trial is tested); the N best at the end are always among them.
     """
 
     metric: str = Field(
         "val_accuracy", pattern=r"^[A-Za-z0-9_]+$", max_length=100, examples=["val_loss"]
     )
     direction: Literal["maximize", "minimize"] = "maximize"
+    test_top: int | None = Field(None, gt=0, le=1_000_000, examples=[5])
 
     @model_validator(mode="before")
     @classmethod
@@ -610,6 +613,7 @@ _NEWER_DEFAULTS: list[tuple[str, str, Any]] = [
     ("data", "color_mode", "rgb"),
     ("data", "test_fraction", 0.2),
     ("pruner", "data_fractions", []),
+    ("objective", "test_top", None),
 ]
 
 

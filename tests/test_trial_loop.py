@@ -12,6 +12,8 @@ from pathlib import Path
 
 import optuna
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from optuna.trial import TrialState
 
 from hpsearch.spec import load_spec
@@ -112,3 +114,60 @@ def test_the_last_epoch_is_reported_but_never_pruned() -> None:
     study.tell(last, 0.8)
     assert study.trials[last.number].state == TrialState.COMPLETE
     assert study.trials[last.number].intermediate_values == {3: 0.8}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    values=st.lists(st.floats(0.0, 1.0) | st.sampled_from([0.5, 0.9]), min_size=1, max_size=25),
+    top=st.integers(1, 6),
+    maximize=st.booleans(),
+)
+def test_test_top_never_leaves_out_one_of_the_best_at_the_end(
+    values: list[float], top: int, maximize: bool
+) -> None:
+    """``objective.test_top = N`` decides as each trial completes; whatever the order of values
+    (ties included), every trial among the N best at the end was tested, and a trial left out
+    had N better ones already."""
+    from hpsearch.objective import ranks_in_top
+
+    study = optuna.create_study(direction="maximize" if maximize else "minimize")
+    tested = []
+    for value in values:
+        tested.append(ranks_in_top(study, value, top, maximize))
+        study.add_trial(optuna.trial.create_trial(value=value))
+
+    def better(a: float, b: float) -> bool:
+        return a > b if maximize else a < b
+
+    for i, value in enumerate(values):
+        if sum(better(v, value) for v in values) < top:  # among the N best at the end
+            assert tested[i], (i, value)
+        if not tested[i]:
+            assert sum(better(v, value) for v in values[:i]) >= top
+
+
+def test_test_top_tests_a_trial_only_if_it_ranks_among_the_best(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """With ``test_top = 2`` and one better trial already in the study, the first trial trained
+    is tested and the next only if it beats it; one left out says why instead."""
+    text = slow_trial_spec("top", train_subset=200, max_epochs=1).replace(
+        "n_trials = 1", "n_trials = 3"
+    )
+    study_file = tmp_path / "top.toml"
+    study_file.write_text(text + "[objective]\ntest_top = 2\n")
+    spec = load_spec(study_file)
+    assert spec.objective.test_top == 2
+    launch_study(spec, study_file.read_text(), sqlite_url)
+    study = optuna.load_study(study_name="top", storage=cached(get_storage(sqlite_url)))
+    study.add_trial(optuna.trial.create_trial(value=0.999))  # a better trial, e.g. from before
+    run_worker("top", sqlite_url, n_trials=2, worker_index=0)
+    planted, first, second = study.get_trials()
+    assert first.state == second.state == TrialState.COMPLETE
+    assert 0.0 < first.user_attrs["hpsearch:test_accuracy"] <= 1.0
+    assert "hpsearch:test_skipped" not in first.user_attrs
+    if second.value >= first.value:  # not beaten by the first
+        assert "hpsearch:test_accuracy" in second.user_attrs
+    else:
+        assert "hpsearch:test_accuracy" not in second.user_attrs
+        assert "objective.test_top = 2" in second.user_attrs["hpsearch:test_skipped"]
