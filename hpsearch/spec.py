@@ -589,18 +589,22 @@ class StudySpec(_Strict):
         """True when the study imports the user's own builder or loader."""
         return not self.model.is_builtin or self.data.loader is not None
 
-    def fingerprint(self) -> str:
-        """A stable hash of the validated spec; a changed spec gets a different one.
+    def portable_dump(self) -> dict[str, Any]:
+        """The spec as JSON data, without newer fields left at their defaults.
 
-        Newer fields left at their defaults are left out, so studies launched by an earlier
-        hpsearch keep their fingerprint.
+        What a study stores: an earlier hpsearch can still read it unless it uses a newer
+        feature, and a study launched by an earlier hpsearch keeps its fingerprint.
         """
         data = self.model_dump(mode="json")
         for section, key, default in _NEWER_DEFAULTS:
             table = data.get(section, {}) if section else data
             if key in table and table[key] == default:
                 del table[key]
-        canonical = json.dumps(data, sort_keys=True)
+        return data
+
+    def fingerprint(self) -> str:
+        """A stable hash of the validated spec; a changed spec gets a different one."""
+        canonical = json.dumps(self.portable_dump(), sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 

@@ -185,7 +185,7 @@ def launch_study(
             pruner=make_pruner(spec),
         )
         if changes:
-            set_study_system_attr(study, ATTR_SPEC, spec.model_dump(mode="json"))
+            set_study_system_attr(study, ATTR_SPEC, spec.portable_dump())
             set_study_system_attr(study, ATTR_SPEC_TOML, spec_toml)
             study.set_user_attr(ATTR_FINGERPRINT, spec.fingerprint())
             _logger.info("extended study %s: %s", spec.name, ", ".join(changes))
@@ -203,7 +203,7 @@ def launch_study(
             pruner=make_pruner(spec),
         )
     _set_metric_name(study, spec)
-    set_study_system_attr(study, ATTR_SPEC, spec.model_dump(mode="json"))
+    set_study_system_attr(study, ATTR_SPEC, spec.portable_dump())
     set_study_system_attr(study, ATTR_SPEC_TOML, spec_toml)
     study.set_user_attr(ATTR_DATASET, dataset_key(spec))
     study.set_user_attr(attr_names.VERSION, __version__)

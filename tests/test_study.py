@@ -118,3 +118,28 @@ def test_studies_of_earlier_versions_still_load_and_get_the_metric_name(sqlite_u
     assert optuna.load_study(study_name="smoke", storage=sqlite_url).metric_names == [
         "val_accuracy"
     ]
+
+
+def test_the_stored_spec_leaves_out_newer_fields_at_their_defaults(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    """A worker of an earlier hpsearch (queued before an upgrade) reads a newer study unless it
+    uses a newer feature: unknown fields are errors in its spec, so a study that does not use
+    ``objective.test_top`` must not store ``test_top = null``. One that uses it keeps it."""
+    from hpsearch.spec import _NEWER_DEFAULTS
+
+    launch_study(load_spec(STUDIES / "smoke.toml"), "text", sqlite_url)
+    study = optuna.load_study(study_name="smoke", storage=sqlite_url)
+    stored = stored_attr(study, "hpsearch:spec")
+    for section, key, _ in _NEWER_DEFAULTS:
+        assert key not in (stored.get(section, {}) if section else stored), (section, key)
+    assert stored["objective"] == {"metric": "val_accuracy", "direction": "maximize"}
+
+    path = tmp_path / "top.toml"
+    path.write_text(
+        (STUDIES / "smoke.toml").read_text().replace('name = "smoke"', 'name = "top"')
+        + "\n[objective]\ntest_top = 3\n"
+    )
+    launch_study(load_spec(path), path.read_text(), sqlite_url)
+    _, spec = load_study("top", sqlite_url, heartbeat=False)
+    assert spec.objective.test_top == 3 and spec == load_spec(path)
