@@ -309,7 +309,8 @@ def ranks_in_top(study: optuna.Study, value: float, top: int, maximize: bool) ->
     """True if fewer than ``top`` complete trials of ``study`` have a better value than ``value``.
 
     Checked as a trial completes, this never leaves out one of the study's ``top`` best at the
-    end: a trial better than it then is better than it at the end too.
+    end: fewer than ``top`` trials beat such a trial at the end, so fewer had beaten it then.
+    Ties do not count as better.
     """
     better = 0
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
