@@ -862,7 +862,15 @@ def plot(
     colors = dict(
         zip(
             ALL_METHODS,
-            ("tab:red", "tab:blue", "tab:green", "tab:gray", "tab:purple", "tab:brown"),
+            (
+                "tab:red",
+                "tab:blue",
+                "tab:green",
+                "tab:gray",
+                "tab:purple",
+                "tab:brown",
+                "tab:orange",
+            ),
             strict=True,
         )
     )
