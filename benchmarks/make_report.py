@@ -45,10 +45,12 @@ SECTIONS = (
         "not run yet",
     ),
     (
-        "search_cpu_10seeds",
-        "search: the CPU setting's 120 s budget, 10 seeds (hpsearch, plain Optuna, transfer)",
+        "search_cpu_10seeds_all",
+        "search: the CPU setting's 120 s budget, 10 seeds, every method and transfer",
         ".venv/bin/python benchmarks/search.py --methods hpsearch,optuna,hpsearch_transfer "
-        "--earlier-budget-s 600 --name search_cpu_10seeds",
+        "--earlier-budget-s 600 --name search_cpu_10seeds && .venv/bin/python "
+        "benchmarks/search.py --methods hpsearch,optuna,hpsearch_transfer,kerastuner,random "
+        "--reuse benchmarks/results/search_cpu_10seeds.json --name search_cpu_10seeds_all",
         "not run yet",
     ),
     (
@@ -79,6 +81,14 @@ SECTIONS = (
         ".venv/bin/python benchmarks/search.py --setting small --workers 4 "
         "--methods hpsearch,optuna,random,hpsearch_transfer --target 0.82 "
         "--earlier-budget-s 300 --name search_small_4workers_transfer",
+        "not run yet",
+    ),
+    (
+        "search_small_4workers_testtop",
+        "search: 4 parallel workers, testing only the best trial so far (test_top = 1)",
+        ".venv/bin/python benchmarks/search.py --setting small --workers 4 "
+        "--methods hpsearch,optuna,hpsearch_testtop --target 0.82 "
+        "--name search_small_4workers_testtop",
         "not run yet",
     ),
     (
@@ -190,6 +200,14 @@ def _demote(markdown: str) -> str:
     return "\n".join(lines)
 
 
+def _paired_figure(other: str, t: dict[str, Any]) -> str:
+    """One paired comparison of a search benchmark: best-val gain, time ratio, their p."""
+    figure = f"vs {other} {t['val_gain']:+.4f} (p {t['val_p']:.2g}"
+    if None not in (t.get("time_ratio"), t.get("time_p")):
+        figure += f", time ratio {t['time_ratio']:.2f}, p {t['time_p']:.2g}"
+    return figure + f", {t['pairs']} seeds)"
+
+
 def _key_figure(name: str, data: dict[str, Any]) -> str:
     try:
         if name in ("overhead", "overhead_custom"):
@@ -215,24 +233,10 @@ def _key_figure(name: str, data: dict[str, Any]) -> str:
                 times = []
             figure = "mean best val acc: " + ", ".join(parts)
             figure += "; mean time to target: " + ", ".join(times) if times else ""
-            paired = [
-                f"vs {m} {t['val_gain']:+.4f} (p {t['val_p']:.2g}, {t['pairs']} seeds)"
-                for m, t in data.get("paired", {}).items()
-                if t.get("val_gain") is not None and t.get("val_p") is not None
-            ]
-            figure += "; hpsearch paired by seed: " + ", ".join(paired) if paired else ""
-            for variant, tests in data.get("paired_variants", {}).items():
-                vs = [
-                    f"vs {m} {t['val_gain']:+.4f} (p {t['val_p']:.2g}"
-                    + (
-                        f", time ratio {t['time_ratio']:.2f}, p {t['time_p']:.2g})"
-                        if None not in (t.get("time_ratio"), t.get("time_p"))
-                        else ")"
-                    )
-                    for m, t in tests.items()
-                    if t.get("val_p") is not None
-                ]
-                figure += f"; {variant} paired by seed: " + ", ".join(vs) if vs else ""
+            tables = {"hpsearch": data.get("paired", {}), **data.get("paired_variants", {})}
+            for ours, tests in tables.items():
+                vs = [_paired_figure(m, t) for m, t in tests.items() if t.get("val_p") is not None]
+                figure += f"; {ours} paired by seed: " + ", ".join(vs) if vs else ""
             return figure
         if name in ("storage", "storage_20k", "storage_after_package"):
             rows = [r for res in data["results"].values() for r in res.get("rows", [])]

@@ -40,6 +40,9 @@ evaluation inside its budget).
     .venv/bin/python benchmarks/search.py --setting gpu    # GPU: full data, 3 × 4 × 30 min
     .venv/bin/python benchmarks/search.py --workers 4      # 4 workers per method, PostgreSQL
 
+``--reuse FILE.json`` adds methods or seeds to a finished comparison: the runs already in that
+results file (same setting, budget, target and workers) are taken from it, the others run.
+
 It ends with ``RESULT search_hpsearch_minus_best_other_val=<difference of mean best val>``,
 ``RESULT search_gain_vs_optuna=<mean paired best-val difference>`` and
 ``RESULT search_p_vs_optuna=<its Wilcoxon p>`` (see :func:`paired_tests`), and so does its
