@@ -40,9 +40,6 @@ evaluation inside its budget).
     .venv/bin/python benchmarks/search.py --setting gpu    # GPU: full data, 3 × 4 × 30 min
     .venv/bin/python benchmarks/search.py --workers 4      # 4 workers per method, PostgreSQL
 
-``--reuse FILE.json`` adds methods or seeds to a finished comparison: the runs already in that
-results file (same setting, budget, target and workers) are taken from it, the others run.
-
 It ends with ``RESULT search_hpsearch_minus_best_other_val=<difference of mean best val>``,
 ``RESULT search_gain_vs_optuna=<mean paired best-val difference>`` and
 ``RESULT search_p_vs_optuna=<its Wilcoxon p>`` (see :func:`paired_tests`), and so does its
@@ -978,13 +975,6 @@ def main(argv: list[str] | None = None) -> int:
         "continues an interrupted benchmark",
     )
     parser.add_argument(
-        "--reuse",
-        type=Path,
-        help="take the runs already in this results file (.json of an earlier run with the same "
-        "setting, budget, target and workers) instead of running them again, and run only the "
-        "missing methods and seeds; the results' header names the file",
-    )
-    parser.add_argument(
         "--earlier-budget-s",
         type=float,
         help="budget of hpsearch_transfer's earlier study (default: 10 × the budget)",
@@ -1037,16 +1027,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers > 1 and "kerastuner" in methods:
         parser.error("--workers runs without kerastuner (its parallel mode needs a gRPC chief)")
     args.earlier_budget_s = args.earlier_budget_s or 10 * setting["budget_s"]
-    try:
-        reused, reused_earlier = load_reusable(args.reuse, setting, args.workers, methods, seeds)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if reused:
-        args.note.append(
-            f"Runs of {', '.join(sorted({m for m, _ in reused}))} taken from "
-            f"`{args.reuse.name}` (same setting, budget, target and seeds; run "
-            f"{json.loads(args.reuse.read_text())['meta']['date']}), the others run now."
-        )
     started = time.perf_counter()
     runs = []
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="hpsearch-search-"))
@@ -1055,9 +1035,7 @@ def main(argv: list[str] | None = None) -> int:
     launcher = _Launcher(args, setting_name, setting, gpus, storage, work)
     earlier: dict[str, Any] | None = None
     try:
-        if "hpsearch_transfer" in methods and not all(
-            ("hpsearch_transfer", seed) in reused for seed in seeds
-        ):
+        if "hpsearch_transfer" in methods:
             earlier = launcher.run("earlier", EARLIER["seed"], args.earlier_budget_s)
             if not earlier["events"]:
                 raise _RunFailed(
@@ -1074,7 +1052,7 @@ def main(argv: list[str] | None = None) -> int:
             order = methods[i % len(methods) :] + methods[: i % len(methods)]
             for method in order:
                 t0 = time.perf_counter()
-                run = reused.get((method, seed)) or launcher.run(method, seed, setting["budget_s"])
+                run = launcher.run(method, seed, setting["budget_s"])
                 runs.append(run)
                 best = max((e["val"] for e in run["events"]), default=float("nan"))
                 print(
@@ -1120,7 +1098,7 @@ def main(argv: list[str] | None = None) -> int:
         reduced=reduced,
         notes=args.note,
         workers=args.workers,
-        earlier=reused_earlier if earlier is None else _earlier_meta(earlier),
+        earlier=None if earlier is None else _earlier_meta(earlier),
     )
     name = (
         args.name
@@ -1178,8 +1156,8 @@ def main(argv: list[str] | None = None) -> int:
             "is not run here: its parallel mode needs a chief process serving its oracle over "
             "gRPC.\n\n"
         )
-    if meta["earlier"] is not None:
-        e = meta["earlier"]
+    if earlier is not None:
+        e = _earlier_meta(earlier)
         md += (
             f"`hpsearch_transfer` is the study file with one more table before its own warm "
             f"start (so it is queued first), `[[warm_start]] "
@@ -1333,44 +1311,6 @@ def summarize_log(path: Path, name: str, setting: dict[str, Any], notes: list[st
 
 def _workers_label(workers: int) -> str:
     return "" if workers == 1 else f", {workers} parallel workers"
-
-
-def load_reusable(
-    path: Path | None,
-    setting: dict[str, Any],
-    workers: int,
-    methods: list[str],
-    seeds: list[int],
-) -> tuple[dict[tuple[str, int], dict[str, Any]], dict[str, Any] | None]:
-    """The runs of ``methods`` and ``seeds`` in the results file ``path``, by (method, seed),
-    and its earlier study's summary if all of ``hpsearch_transfer``'s runs come from it.
-
-    Raises ValueError, naming the field, if that file was run with another setting, budget,
-    target or number of workers: its runs would not be comparable with new ones.
-    """
-    if path is None:
-        return {}, None
-    try:
-        earlier_file = json.loads(path.read_text(encoding="utf-8"))
-        meta, runs = earlier_file["meta"], earlier_file["runs"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"--reuse {path}: not a search results file ({exc})") from None
-    theirs = {**meta["setting"], "workers": meta.get("workers", 1)}
-    ours = {**setting, "workers": workers}
-    for key in ("train_subset", "max_epochs", "budget_s", "target", "workers"):
-        if theirs.get(key) != ours.get(key):
-            raise ValueError(
-                f"--reuse {path}: its {key} is {theirs.get(key)!r}, this run's is "
-                f"{ours.get(key)!r}; reuse only a file run with the same settings"
-            )
-    wanted = set(methods), set(seeds)
-    reused = {
-        (r["method"], r["seed"]): {**r, "kept": True}
-        for r in runs
-        if r["method"] in wanted[0] and r["seed"] in wanted[1]
-    }
-    transfer_all = all(("hpsearch_transfer", s) in reused for s in seeds)
-    return reused, meta.get("earlier") if transfer_all else None
 
 
 def _earlier_meta(earlier: dict[str, Any]) -> dict[str, Any]:

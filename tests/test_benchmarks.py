@@ -271,38 +271,6 @@ def test_search_variants_get_their_own_paired_table(monkeypatch: pytest.MonkeyPa
     assert gap == pytest.approx(0.01)  # against optuna, not against its own variant
 
 
-def test_search_reuses_only_runs_made_with_the_same_settings(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """--reuse takes an earlier file's runs of the asked methods and seeds (its transfer study
-    too, if every transfer run comes from it), and refuses a file run with another budget."""
-    monkeypatch.syspath_prepend(str(BENCH))
-    import json
-
-    import search
-
-    setting = dict(search.SETTINGS["cpu"])
-    runs = [
-        {"method": m, "seed": s, "events": [{"t": 1.0, "val": 0.8}]}
-        for m in ("hpsearch", "optuna", "hpsearch_transfer")
-        for s in range(3)
-    ]
-    meta = {"setting": setting, "workers": 1, "earlier": {"budget_s": 600.0, "complete": 21}}
-    path = tmp_path / "earlier.json"
-    path.write_text(json.dumps({"meta": meta, "runs": runs}))
-    reused, earlier = search.load_reusable(path, setting, 1, ["hpsearch", "random"], [0, 1])
-    assert sorted(reused) == [("hpsearch", 0), ("hpsearch", 1)] and earlier is None
-    assert all(run["kept"] for run in reused.values())
-    _, earlier = search.load_reusable(path, setting, 1, ["hpsearch_transfer"], [0, 2])
-    assert earlier == meta["earlier"]
-    _, earlier = search.load_reusable(path, setting, 1, ["hpsearch_transfer"], [0, 5])
-    assert earlier is None  # seed 5 runs now, with its own earlier study
-    with pytest.raises(ValueError, match="budget_s is 120, this run.s is 60"):
-        search.load_reusable(path, {**setting, "budget_s": 60}, 1, ["hpsearch"], [0])
-    with pytest.raises(ValueError, match="workers is 1, this run's is 4"):
-        search.load_reusable(path, setting, 4, ["hpsearch"], [0])
-
-
 def _search_quick(tmp_path: Path, *args: str) -> tuple[dict[str, str], str]:
     """Run ``search.py --quick`` shortened to 8 s; its RESULT figures, in order, and stderr."""
     proc = subprocess.run(
