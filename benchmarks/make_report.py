@@ -172,10 +172,11 @@ are labelled as GPU results; CPU runs never claim GPU numbers.
 Caveat: the numbers from the development machine (2 cores, shared with other jobs while they
 were measured) are noisy; timing ratios within a few percent, and accuracy differences
 smaller than the standard deviations, are not significant. Hosts of the same kind also differ
-in speed by up to about 2×: at the CPU setting's 120 s budget KerasTuner completed 16.7 trials
-per run on 2026-11-25's host and 7.4 on one host on 2026-12-03, and random search 7.7 and 3.0.
-So methods are compared only within one run, on one host; sections from different runs (and
-different dates) are not comparable with each other.
+in speed by up to about 2×: at the CPU setting's 120 s budget, with the same code and seeds,
+hpsearch completed 4.1 trials per run in "hpsearch, plain Optuna, transfer" and 2.2 in
+"hpsearch, KerasTuner, random" (two hosts, one day), and KerasTuner 16.7 on 2026-11-25's host
+and 7.2 on the latter. So methods are compared only within one run, on one host; figures from
+different sections are not comparable with each other.
 """
 
 
