@@ -659,9 +659,12 @@ class _Launcher:
         name = self.study_name(method, seed)
         self.studies.append(name)
         outs = [folder / f"result_{w}.json" for w in range(workers)]
+        wall_file = folder / "wall_s"  # the run's own time, so a resumed invocation can sum it
         if all(out.exists() for out in outs):  # finished by an earlier, interrupted invocation
             merged = merge_workers([json.loads(out.read_text()) for out in outs])
-            return {**merged, "budget_s": budget_s, "kept": True}
+            wall_s = float(wall_file.read_text()) if wall_file.exists() else None
+            return {**merged, "budget_s": budget_s, "kept": True, "wall_s": wall_s}
+        started = time.perf_counter()
         self.start_afresh(folder, name)
         if self.storage is None and method == "hpsearch_transfer":  # the earlier study's DB
             shutil.copy(self.tmp / f"earlier_{EARLIER['seed']}" / "search.db", folder)
@@ -706,7 +709,9 @@ class _Launcher:
                 tail = (folder / f"log_{w}.txt").read_text(errors="replace")[-3000:]
                 raise _RunFailed(f"{method} seed {seed} worker {w} failed:\n{tail}")
             results.append(json.loads(out.read_text()))
-        return {**merge_workers(results), "budget_s": budget_s}
+        wall_s = time.perf_counter() - started
+        wall_file.write_text(f"{wall_s:.1f}")
+        return {**merge_workers(results), "budget_s": budget_s, "wall_s": wall_s}
 
     def start_afresh(self, folder: Path, name: str) -> None:
         """An empty run folder and no study ``name``: an interrupted run leaves both behind,
@@ -755,6 +760,25 @@ def merge_workers(results: list[dict[str, Any]]) -> dict[str, Any]:
     merged["workers"] = len(results)
     merged.pop("worker", None)
     return merged
+
+
+def _runtime(
+    runs: list[dict[str, Any]], earlier: dict[str, Any] | None, this_invocation_s: float
+) -> tuple[float, list[str]]:
+    """The measurement's run time, and a note when some runs were kept from an earlier
+    invocation (``--work-dir``): then it is the sum of the runs' own times, not the time of
+    the invocation that only wrote the report."""
+    every = runs + ([earlier] if earlier is not None else [])
+    kept = [r for r in every if r.get("kept")]
+    if not kept:
+        return this_invocation_s, []
+    known = [r["wall_s"] for r in every if r.get("wall_s") is not None]
+    note = f"{len(kept)} of {len(every)} runs were finished by an earlier invocation"
+    if len(known) < len(every):
+        return this_invocation_s, [
+            f"{note}, some without their recorded time: run time is this invocation's only"
+        ]
+    return sum(known), [f"{note}: run time is the sum of every run's own time"]
 
 
 def summarize(runs: list[dict[str, Any]], budget_s: float, target: float) -> dict[str, Any]:
@@ -1084,8 +1108,9 @@ def main(argv: list[str] | None = None) -> int:
             reduced.append(f"methods {', '.join(methods)} only")
     summary = summarize(runs, setting["budget_s"], setting["target"])
     device = f"GPU ({', '.join(gpus)})" if gpus else f"CPU ({args.threads} threads)"
+    runtime_s, notes = _runtime(runs, earlier, time.perf_counter() - started)
     meta = _common.meta(
-        time.perf_counter() - started,
+        runtime_s,
         mode=setting_name,
         setting=setting,
         seeds=seeds,
@@ -1096,7 +1121,7 @@ def main(argv: list[str] | None = None) -> int:
         n_val=runs[0]["n_val"],
         backend=runs[0]["backend"],
         reduced=reduced,
-        notes=args.note,
+        notes=args.note + notes,
         workers=args.workers,
         earlier=None if earlier is None else _earlier_meta(earlier),
     )
@@ -1132,6 +1157,8 @@ def main(argv: list[str] | None = None) -> int:
     title = f"search: equal-budget comparison, {label[setting_name]}"
     if "hpsearch_transfer" in methods:
         title = f"search: transfer from an earlier study, {label[setting_name]}"
+    elif "hpsearch_testtop" in methods:
+        title = f"search: testing only the best trial so far, {label[setting_name]}"
     if reduced:
         title += f" (reduced: {'; '.join(reduced)})"
     md = _common.header(title, meta)
@@ -1167,6 +1194,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{EARLIER['seed']}, {e['budget_s']:.0f} s, {e['complete']} complete trials, best "
             f"val {e['best_val']:.4f} on its own split). Its time is not counted in any "
             "budget: it stands for a lab's earlier search.\n\n"
+        )
+    if "hpsearch_testtop" in methods:
+        md += (
+            f"`hpsearch_testtop` is the study file plus `[objective] test_top = {TEST_TOP}`: "
+            "a trial that is not the best complete trial when it completes skips its pass over "
+            "the test set. Plain hpsearch tests every complete trial inside its budget; the "
+            "baselines keep their best model's weights and test it after the budget. "
+            "Everything else is plain hpsearch's.\n\n"
         )
     rows = []
     for method, s in summary.items():

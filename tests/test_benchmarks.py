@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -222,6 +223,41 @@ def test_search_rerun_of_an_interrupted_run_starts_from_a_fresh_study(
     assert list(folder.iterdir()) == []
     names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
     assert name not in names and other.study_name in names
+
+
+def test_search_continued_run_reports_its_runs_time_not_the_report_writing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A benchmark continued with the same --work-dir keeps the runs finished before: its run
+    time is the sum of every run's own time (recorded when it ran), not the seconds the last
+    invocation took to write the report, and the header says runs were kept."""
+    import argparse
+
+    monkeypatch.syspath_prepend(str(BENCH))
+    import search
+
+    args = argparse.Namespace(workers=1, threads=2)
+    launcher = search._Launcher(args, "small", search.SETTINGS["small"], [], None, tmp_path)
+    folder = tmp_path / "optuna_0"
+    folder.mkdir()
+    result = {"worker": 0, "events": [], "counts": {"complete": 3}, "seed": 0}
+    (folder / "result_0.json").write_text(json.dumps(result))
+    (folder / "wall_s").write_text("80.5")
+
+    kept = launcher.run("optuna", 0, 60.0)
+
+    assert kept["kept"] and kept["wall_s"] == 80.5
+    fresh = {"wall_s": 79.5}
+    assert search._runtime([fresh], None, 3.0) == (3.0, [])
+    runtime, notes = search._runtime([kept, fresh], None, 3.0)
+    assert runtime == 160.0
+    assert notes == [
+        "1 of 2 runs were finished by an earlier invocation: run time is the sum "
+        "of every run's own time"
+    ]
+    unknown = {**kept, "wall_s": None}
+    runtime, notes = search._runtime([unknown, fresh], None, 3.0)
+    assert runtime == 3.0 and "without their recorded time" in notes[0]
 
 
 def test_search_workers_count_each_trial_once(monkeypatch: pytest.MonkeyPatch) -> None:
