@@ -90,10 +90,20 @@ SECTIONS = (
     ),
     (
         "search_small_4workers_testtop",
-        "search: 4 parallel workers, testing only the best trial so far (test_top = 1)",
+        "search: 4 parallel workers, testing only the best trial so far (test_top = 1; "
+        "hpsearch, plain Optuna)",
         ".venv/bin/python benchmarks/search.py --setting small --workers 4 "
         "--methods hpsearch,optuna,hpsearch_testtop --target 0.82 "
         "--name search_small_4workers_testtop",
+        "not run yet",
+    ),
+    (
+        "search_small_4workers_testtop_random",
+        "search: 4 parallel workers, testing only the best trial so far (test_top = 1; "
+        "hpsearch, random search)",
+        ".venv/bin/python benchmarks/search.py --setting small --workers 4 "
+        "--methods hpsearch,random,hpsearch_testtop --target 0.82 "
+        "--name search_small_4workers_testtop_random",
         "not run yet",
     ),
     (
