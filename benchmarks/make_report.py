@@ -107,6 +107,13 @@ SECTIONS = (
         "not run yet",
     ),
     (
+        "search_small_4workers_120s",
+        "search: 4 parallel workers with twice the budget (120 s per method and seed)",
+        ".venv/bin/python benchmarks/search.py --setting small --workers 4 --budget-s 120 "
+        "--target 0.84 --methods hpsearch,optuna,random --name search_small_4workers_120s",
+        "not run yet",
+    ),
+    (
         "search_gpu",
         "search (GPU setting)",
         ".venv/bin/python benchmarks/search.py --setting gpu",

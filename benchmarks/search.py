@@ -1159,6 +1159,7 @@ def main(argv: list[str] | None = None) -> int:
         title = f"search: transfer from an earlier study, {label[setting_name]}"
     elif "hpsearch_testtop" in methods:
         title = f"search: testing only the best trial so far, {label[setting_name]}"
+    title += longer_budget(setting_name, setting["budget_s"], defaults["budget_s"])
     if reduced:
         title += f" (reduced: {'; '.join(reduced)})"
     md = _common.header(title, meta)
@@ -1253,6 +1254,16 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in results:
         _common.result_line(key, value)
     return 0
+
+
+def longer_budget(setting_name: str, budget_s: float, default_s: float) -> str:
+    """The title's note on a budget above the setting's own (``--budget-s``), else ''.
+
+    A shorter budget is named among the run's reductions instead.
+    """
+    if setting_name == "quick" or budget_s <= default_s:
+        return ""
+    return f", {budget_s:g} s per method instead of {default_s:g} s"
 
 
 def result_lines(

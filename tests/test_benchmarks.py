@@ -260,6 +260,19 @@ def test_search_continued_run_reports_its_runs_time_not_the_report_writing(
     assert runtime == 3.0 and "without their recorded time" in notes[0]
 
 
+def test_search_title_names_a_budget_above_the_settings_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 120 s run of the 60 s small setting is not titled as if it were the 60 s run."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import search
+
+    assert search.longer_budget("small", 120, 60) == ", 120 s per method instead of 60 s"
+    assert search.longer_budget("small", 60, 60) == ""
+    assert search.longer_budget("small", 30, 60) == ""  # named among the reductions
+    assert search.longer_budget("quick", 90, 45) == ""
+
+
 def test_search_workers_count_each_trial_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every worker of a parallel run reads the shared study: a trial seen by several counts
     once, the state counts come from the fullest reading, and events without a trial number
