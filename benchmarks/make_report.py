@@ -108,9 +108,11 @@ SECTIONS = (
     ),
     (
         "search_small_4workers_120s",
-        "search: 4 parallel workers with twice the budget (120 s per method and seed)",
+        "search: 4 parallel workers with twice the budget (120 s per method and seed; "
+        "hpsearch with and without test_top = 1)",
         ".venv/bin/python benchmarks/search.py --setting small --workers 4 --budget-s 120 "
-        "--target 0.84 --methods hpsearch,optuna,random --name search_small_4workers_120s",
+        "--target 0.84 --methods hpsearch,optuna,random,hpsearch_testtop "
+        "--name search_small_4workers_120s",
         "not run yet",
     ),
     (
