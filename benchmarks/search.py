@@ -1099,9 +1099,7 @@ def main(argv: list[str] | None = None) -> int:
     reduced = []
     if setting_name != "quick":
         if setting["budget_s"] < defaults["budget_s"]:
-            reduced.append(
-                f"{setting['budget_s']:g} s per method instead of {defaults['budget_s']} s"
-            )
+            reduced.append(budget_phrase(setting["budget_s"], defaults["budget_s"]))
         if len(seeds) < defaults["seeds"]:
             reduced.append(f"{len(seeds)} seed(s) instead of {defaults['seeds']}")
         if not set(METHODS) - {"kerastuner"} <= set(methods):
@@ -1263,7 +1261,12 @@ def longer_budget(setting_name: str, budget_s: float, default_s: float) -> str:
     """
     if setting_name == "quick" or budget_s <= default_s:
         return ""
-    return f", {budget_s:g} s per method instead of {default_s:g} s"
+    return f", {budget_phrase(budget_s, default_s)}"
+
+
+def budget_phrase(budget_s: float, default_s: float) -> str:
+    """How a results title names a budget other than the setting's own."""
+    return f"{budget_s:g} s per method instead of {default_s:g} s"
 
 
 def result_lines(
