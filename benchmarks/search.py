@@ -27,7 +27,8 @@ Variants of hpsearch, each compared with every method in a table of its own (``-
 
 ``--workers N`` runs N worker processes per method and seed on one shared study in a
 PostgreSQL database (``--storage``), started together once all have loaded the data, each with
-threads / N CPU threads; KerasTuner is left out (its parallel mode needs a gRPC chief).
+threads / N CPU threads. KerasTuner runs in its own parallel mode: N workers and a chief
+process serving its oracle over gRPC (the chief trains nothing).
 
 A method's result over time is the best final-epoch validation accuracy among the trials that
 trained to the end of their schedule (Optuna: COMPLETE; KerasTuner: every finished trial), and
@@ -75,8 +76,10 @@ EXTRA_METHODS = ("hpsearch_data", "hpsearch_transfer", "hpsearch_testtop")  # --
 ALL_METHODS = METHODS + EXTRA_METHODS
 VARIANTS = ("hpsearch", *EXTRA_METHODS)
 """hpsearch and its variants: each is compared, paired by seed, with every other method."""
-PARALLEL_METHODS = ("hpsearch", "optuna", "random", "hpsearch_transfer")
-"""Methods of the ``--workers N`` setting (KerasTuner's parallel mode needs a gRPC chief)."""
+PARALLEL_METHODS = ("hpsearch", "kerastuner", "optuna", "random", "hpsearch_transfer")
+"""Methods of the ``--workers N`` setting."""
+KT_CHIEF = "kerastuner_chief"
+"""The ``--child`` that serves KerasTuner's oracle to the workers of a ``--workers`` run."""
 DATA_FRACTIONS = [0.125, 0.25, 0.5]
 """``hpsearch_data``: the study file plus ``[pruner] data_fractions`` (training-set fidelity)."""
 TEST_TOP = 1
@@ -377,14 +380,58 @@ def run_optuna(
 
 
 def run_kerastuner(
-    splits: Any, max_epochs: int, seed: int, clock: _Clock, folder: Path, ready: Path
+    splits: Any, max_epochs: int, seed: int, clock: _Clock, worker: _Worker, workers: int
 ) -> dict[str, Any]:
+    """``keras_tuner.Hyperband``; with several workers, KerasTuner's own parallel mode.
+
+    There each worker is a KerasTuner "tuner" asking a chief process (:func:`serve_kt_oracle`,
+    started by the parent before the workers) for trials over gRPC, as KerasTuner's guide on
+    distributed tuning sets it up (``KERASTUNER_TUNER_ID``, ``KERASTUNER_ORACLE_IP``,
+    ``KERASTUNER_ORACLE_PORT``); they share one project folder, where a promoted trial finds
+    its parent's checkpoint.
+    """
+    best, events = _Best(), []
+    begun = [0]
+
+    def on_trial_begin(trial: Any) -> None:
+        begun[0] += 1
+
+    tuner = _kerastuner(splits, max_epochs, seed, clock, best, events, workers, on_trial_begin)
+    clock.start(worker.ready)
+    clock.run(
+        lambda: tuner.search(
+            splits.x_train, splits.y_train, validation_data=(splits.x_val, splits.y_val), verbose=0
+        )
+    )
+    if workers > 1:  # each worker counts its own trials; merge_workers sums them
+        counts = {"trials": begun[0], "complete": len(events), "per_worker": 1}
+    else:
+        counts = {"trials": len(tuner.oracle.trials), "complete": len(events)}
+    return _finish(events, best, splits, None, counts)
+
+
+def serve_kt_oracle(splits: Any, max_epochs: int, seed: int, ready: Path) -> None:
+    """KerasTuner's chief: serves the Hyperband oracle over gRPC until the parent kills it."""
+    tuner = _kerastuner(splits, max_epochs, seed, None, _Best(), [], 2, None)
+    ready.write_text(str(os.getpid()))
+    tuner.search()  # on the chief this only serves the oracle
+
+
+def _kerastuner(
+    splits: Any,
+    max_epochs: int,
+    seed: int,
+    clock: _Clock | None,
+    best: _Best,
+    events: list[dict[str, Any]],
+    workers: int,
+    on_trial_begin: Callable[[Any], None] | None,
+) -> Any:
+    """The Hyperband tuner every KerasTuner process builds (chief and workers alike)."""
     import keras
     import keras_tuner as kt
 
     from hpsearch.model import build_model, compile_model
-
-    best, events = _Best(), []
 
     class Model(kt.HyperModel):  # type: ignore[misc]
         def build(self, hp: Any) -> Any:
@@ -394,6 +441,7 @@ def run_kerastuner(
             return model
 
         def fit(self, hp: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
+            assert clock is not None, "the chief trains nothing"
             config = kerastuner_space(hp)
             history = model.fit(*args, batch_size=config.train.batch_size, **kwargs)
             val = float(history.history["val_accuracy"][-1])
@@ -405,26 +453,24 @@ def run_kerastuner(
         def _configure_tensorboard_dir(self, *args: Any, **kwargs: Any) -> None:
             """No TensorBoard callback here; skip KerasTuner's import of tensorboard."""
 
+        def on_trial_begin(self, trial: Any) -> None:
+            super().on_trial_begin(trial)
+            if on_trial_begin is not None:
+                on_trial_begin(trial)
+
     keras.utils.set_random_seed(seed)
-    tuner = Hyperband(
+    chief = os.environ.get("KERASTUNER_TUNER_ID") == "chief"
+    return Hyperband(
         Model(),
         objective="val_accuracy",
         max_epochs=max_epochs,
         factor=3,
         hyperband_iterations=10**6,  # the wall-clock budget stops the search
         seed=seed,
-        directory=str(folder),
+        directory=os.environ["HPSEARCH_RUNS_DIR"],
         project_name="kt",
-        overwrite=True,
+        overwrite=workers == 1 or chief,  # the workers share the chief's project folder
     )
-    clock.start(ready)
-    clock.run(
-        lambda: tuner.search(
-            splits.x_train, splits.y_train, validation_data=(splits.x_val, splits.y_val), verbose=0
-        )
-    )
-    n = len(tuner.oracle.trials)
-    return _finish(events, best, splits, None, {"trials": n, "complete": len(events)})
 
 
 def _finish(
@@ -544,12 +590,19 @@ class _Clock:
 
 
 def child(
-    method: str, seed: int, setting_name: str, out: Path, worker: _Worker, earlier: str
+    method: str,
+    seed: int,
+    setting_name: str,
+    out: Path,
+    worker: _Worker,
+    earlier: str,
+    workers: int = 1,
 ) -> None:
     """Run one worker of one method for one seed within the budget; events go to ``out``.
 
     ``method`` ``earlier`` is the earlier study of ``hpsearch_transfer`` (run once, before
-    the seeds); ``earlier`` names it.
+    the seeds); ``earlier`` names it. ``method`` ``kerastuner_chief`` serves KerasTuner's
+    oracle to the ``workers`` workers of a ``kerastuner`` run, and writes no result.
     """
     setting = SETTINGS[setting_name]
     clock = _Clock(setting["budget_s"])
@@ -572,6 +625,9 @@ def child(
     check_same_space(spec)
     splits = load_splits(spec.data)
     max_epochs = setting["max_epochs"]
+    if method == KT_CHIEF:
+        serve_kt_oracle(splits, max_epochs, seed, worker.ready)
+        return
     runners: dict[str, Callable[[], dict[str, Any]]] = {
         "hpsearch": lambda: run_hpsearch(spec_raw, splits, clock, worker),
         "earlier": lambda: run_hpsearch(spec_raw, splits, clock, worker),
@@ -588,14 +644,7 @@ def child(
             clock,
             worker,
         ),
-        "kerastuner": lambda: run_kerastuner(
-            splits,
-            max_epochs,
-            seed,
-            clock,
-            Path(os.environ["HPSEARCH_RUNS_DIR"]) / f"kt{worker.index}",
-            worker.ready,
-        ),
+        "kerastuner": lambda: run_kerastuner(splits, max_epochs, seed, clock, worker, workers),
         "optuna": lambda: run_optuna(splits, max_epochs, seed, clock, False, worker),
         "random": lambda: run_optuna(splits, max_epochs, seed, clock, True, worker),
     }
@@ -678,9 +727,11 @@ class _Launcher:
         }
         if not self.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ""
-        procs = []
-        for w in range(workers):
-            cmd = [sys.executable, __file__, "--child", method, "--seed", str(seed)]
+        procs: list[tuple[Any, Any]] = []
+        chief: list[tuple[Any, Any]] = []
+
+        def start(child: str, w: int, tuner_id: str | None) -> tuple[Any, Any]:
+            cmd = [sys.executable, __file__, "--child", child, "--seed", str(seed)]
             cmd += ["--out", str(folder / f"result_{w}.json"), "--budget-s", str(budget_s)]
             cmd += ["--worker", str(w), "--workers", str(workers), "--study", name]
             cmd += ["--earlier", self.study_name("earlier", 0)]
@@ -689,15 +740,25 @@ class _Launcher:
             cmd += (
                 ["--quick"] if self.setting_name == "quick" else ["--setting", self.setting_name]
             )
-            log = open(folder / f"log_{w}.txt", "wb")  # noqa: SIM115 - closed below
-            procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=log), log))
+            log_name = "chief" if child == KT_CHIEF else w
+            log = open(folder / f"log_{log_name}.txt", "wb")  # noqa: SIM115 - closed below
+            proc_env = env if tuner_id is None else {**env, "KERASTUNER_TUNER_ID": tuner_id}
+            return subprocess.Popen(cmd, env=proc_env, stdout=log, stderr=log), log
+
         try:
+            if method == "kerastuner" and workers > 1:  # KerasTuner's chief, before its workers
+                env.update(KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=_free_port())
+                chief.append(start(KT_CHIEF, 0, "chief"))
+                self._wait_ready(folder, chief, ["chief"])
+            for w in range(workers):
+                tuner_id = f"tuner{w}" if method == "kerastuner" and workers > 1 else None
+                procs.append(start(method, w, tuner_id))
             self._start_together(folder, procs)
             deadline = time.monotonic() + budget_s + 900
             for proc, _ in procs:
                 proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         finally:
-            for proc, log in procs:
+            for proc, log in procs + chief:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait()
@@ -721,16 +782,22 @@ class _Launcher:
         self._delete_study(name)
 
     def _start_together(self, folder: Path, procs: list[tuple[Any, Any]]) -> None:
-        ready = [folder / f"ready_{w}" for w in range(len(procs))]
-        while not all(r.exists() for r in ready):
-            for w, (proc, _) in enumerate(procs):
-                if proc.poll() is not None and not ready[w].exists():
-                    tail = (folder / f"log_{w}.txt").read_text(errors="replace")[-3000:]
-                    raise _RunFailed(f"worker {w} died before the start:\n{tail}")
-            time.sleep(0.1)
+        self._wait_ready(folder, procs, [str(w) for w in range(len(procs))])
         tmp = folder / "go.tmp"
         tmp.write_text(repr(time.time() + 0.5))
         tmp.rename(folder / "go")
+
+    @staticmethod
+    def _wait_ready(folder: Path, procs: list[tuple[Any, Any]], names: list[str]) -> None:
+        """Until every process has written its ready file (``ready_<name>``)."""
+        ready = [folder / f"ready_{n}" for n in names]
+        while not all(r.exists() for r in ready):
+            for (proc, _), n, r in zip(procs, names, ready, strict=True):
+                if proc.poll() is not None and not r.exists():
+                    tail = (folder / f"log_{n}.txt").read_text(errors="replace")[-3000:]
+                    who = "KerasTuner's chief" if n == "chief" else f"worker {n}"
+                    raise _RunFailed(f"{who} died before the start:\n{tail}")
+            time.sleep(0.1)
 
     def delete_studies(self) -> None:
         """Leave the shared database as it was (its studies of this run deleted)."""
@@ -748,6 +815,15 @@ class _Launcher:
             pass
 
 
+def _free_port() -> str:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for KerasTuner's chief)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
+
 def merge_workers(results: list[dict[str, Any]]) -> dict[str, Any]:
     """One run's result from its workers' (each saw the shared study; a trial counts once)."""
     events: dict[Any, dict[str, Any]] = {}
@@ -756,7 +832,11 @@ def merge_workers(results: list[dict[str, Any]]) -> dict[str, Any]:
             events.setdefault(e.get("trial", (r["worker"], i)), e)
     merged = dict(results[0])
     merged["events"] = sorted(events.values(), key=lambda e: e["t"])
-    merged["counts"] = max((r["counts"] for r in results), key=lambda c: sum(c.values()))
+    if all(r["counts"].get("per_worker") for r in results):  # KerasTuner: no shared study
+        merged["counts"] = {k: sum(r["counts"][k] for r in results) for k in results[0]["counts"]}
+        merged["counts"].pop("per_worker")
+    else:
+        merged["counts"] = max((r["counts"] for r in results), key=lambda c: sum(c.values()))
     merged["workers"] = len(results)
     merged.pop("worker", None)
     return merged
@@ -1028,9 +1108,9 @@ def main(argv: list[str] | None = None) -> int:
         storage = args.storage if args.workers > 1 else None
         if storage is None and args.child not in ("optuna", "random", "kerastuner"):
             storage = f"sqlite:///{runs_dir / 'search.db'}"
-        ready = runs_dir / f"ready_{args.worker}"
+        ready = runs_dir / ("ready_chief" if args.child == KT_CHIEF else f"ready_{args.worker}")
         worker = _Worker(args.worker, storage, args.study, ready)
-        child(args.child, args.seed, setting_name, args.out, worker, args.earlier)
+        child(args.child, args.seed, setting_name, args.out, worker, args.earlier, args.workers)
         return 0
 
     setting = dict(SETTINGS[setting_name])
@@ -1048,8 +1128,6 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(methods) - set(ALL_METHODS)
     if unknown:
         parser.error(f"unknown method(s) {sorted(unknown)}; choose from {', '.join(ALL_METHODS)}")
-    if args.workers > 1 and "kerastuner" in methods:
-        parser.error("--workers runs without kerastuner (its parallel mode needs a gRPC chief)")
     args.earlier_budget_s = args.earlier_budget_s or 10 * setting["budget_s"]
     started = time.perf_counter()
     runs = []
@@ -1179,8 +1257,9 @@ def main(argv: list[str] | None = None) -> int:
             "thread(s) each, started together once all had loaded the data; time counts from "
             "that start. Plain Optuna's and random search's workers run the same script on "
             "the shared study, samplers seeded seed + worker (as hpsearch's are). KerasTuner "
-            "is not run here: its parallel mode needs a chief process serving its oracle over "
-            "gRPC.\n\n"
+            f"runs in its own parallel mode: {args.workers} workers asking one more process, "
+            "its chief, for trials over gRPC (the chief trains nothing, and its start-up is "
+            "not in the budget).\n\n"
         )
     if earlier is not None:
         e = _earlier_meta(earlier)

@@ -288,6 +288,10 @@ def test_search_workers_count_each_trial_once(monkeypatch: pytest.MonkeyPatch) -
     assert merged["workers"] == 2 and merged["seed"] == 3 and "worker" not in merged
     kt = [{"worker": 0, "events": [{"t": 1.0, "val": 0.5}] * 2, "counts": {}}]
     assert len(search.merge_workers(kt)["events"]) == 2
+    # KerasTuner's workers share no study: each counts its own trials, and they add up
+    own = {"trials": 3, "complete": 2, "per_worker": 1}
+    kt = [{"worker": w, "events": [{"t": 1.0 + w, "val": 0.5}], "counts": own} for w in (0, 1)]
+    assert search.merge_workers(kt)["counts"] == {"trials": 6, "complete": 4}
 
 
 def test_search_variants_get_their_own_paired_table(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -356,19 +360,33 @@ def test_search_parallel_workers_and_transfer_on_postgres(
 ) -> None:
     """`--workers 2` with `hpsearch_transfer`: two processes per method share one PostgreSQL
     study, the earlier study is run first in the same database, the transfer's RESULT lines
-    are printed, and the run leaves no study of its own behind."""
+    are printed, and the run leaves no study of its own behind. KerasTuner's two workers ask
+    one chief for their trials: one numbering, one project folder."""
+    import json
+
     import optuna
 
+    work = tmp_path / "work"
     results, stderr = _search_quick(
         tmp_path, "--workers", "2", "--storage", postgres_url, "--earlier-budget-s", "25",
-        "--methods", "hpsearch,optuna,hpsearch_transfer",
+        "--methods", "hpsearch,kerastuner,optuna,hpsearch_transfer", "--work-dir", str(work),
     )  # fmt: skip
+    kt_results = [
+        json.loads((work / "kerastuner_0" / f"result_{w}.json").read_text()) for w in (0, 1)
+    ]
+    begun = sum(r["counts"]["trials"] for r in kt_results)
+    assert all(r["counts"]["trials"] > 0 for r in kt_results), kt_results  # both trained
+    trial_dirs = sorted(p.name for p in (work / "kerastuner_0" / "kt").glob("trial_*"))
+    # (a trial the chief handed out as the budget's signal came may not have begun)
+    assert begun <= len(trial_dirs) <= begun + 2, (trial_dirs, kt_results)
+    assert trial_dirs == [f"trial_{i:04d}" for i in range(len(trial_dirs))]
     assert list(results)[-2:] == [
         "search_2workers_transfer_gain_vs_optuna", "search_2workers_transfer_p_vs_optuna",
     ]  # fmt: skip
     assert "[search] earlier study:" in stderr
     md = (tmp_path / "search_quick_2workers.md").read_text()
     assert "2 parallel workers" in md and "**2 processes per method**" in md
+    assert "KerasTuner runs in its own parallel mode" in md
     # (in 8 s a method may finish no trial, so the pair itself may be missing)
     assert 'from_study = "bench_earlier"' in md and "| hpsearch_transfer − optuna |" in md
     left = [s.study_name for s in optuna.get_all_study_summaries(postgres_url)]
