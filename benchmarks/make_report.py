@@ -116,6 +116,14 @@ SECTIONS = (
         "not run yet",
     ),
     (
+        "search_small_4workers_kt",
+        "search: 4 parallel workers, KerasTuner in its own parallel mode (120 s per method "
+        "and seed; hpsearch, KerasTuner, plain Optuna)",
+        ".venv/bin/python benchmarks/search.py --setting small --workers 4 --budget-s 120 "
+        "--target 0.84 --methods hpsearch,kerastuner,optuna --name search_small_4workers_kt",
+        "not run yet",
+    ),
+    (
         "search_gpu",
         "search (GPU setting)",
         ".venv/bin/python benchmarks/search.py --setting gpu",
