@@ -391,28 +391,23 @@ def run_kerastuner(
     its parent's checkpoint.
     """
     best, events = _Best(), []
-    begun = [0]
-
-    def on_trial_begin(trial: Any) -> None:
-        begun[0] += 1
-
-    tuner = _kerastuner(splits, max_epochs, seed, clock, best, events, workers, on_trial_begin)
+    # (the workers of a parallel run share the chief's project folder: only the chief clears it)
+    tuner = _kerastuner(splits, max_epochs, seed, clock, best, events, overwrite=workers == 1)
     clock.start(worker.ready)
     clock.run(
         lambda: tuner.search(
             splits.x_train, splits.y_train, validation_data=(splits.x_val, splits.y_val), verbose=0
         )
     )
-    if workers > 1:  # each worker counts its own trials; merge_workers sums them
-        counts = {"trials": begun[0], "complete": len(events), "per_worker": 1}
-    else:
-        counts = {"trials": len(tuner.oracle.trials), "complete": len(events)}
-    return _finish(events, best, splits, None, counts)
+    # several workers share no study to read: each counts the trials it began, merge_workers sums
+    trials = len(tuner.oracle.trials) if workers == 1 else tuner.begun
+    result = _finish(events, best, splits, None, {"trials": trials, "complete": len(events)})
+    return {**result, "counts_own": workers > 1}
 
 
 def serve_kt_oracle(splits: Any, max_epochs: int, seed: int, ready: Path) -> None:
     """KerasTuner's chief: serves the Hyperband oracle over gRPC until the parent kills it."""
-    tuner = _kerastuner(splits, max_epochs, seed, None, _Best(), [], 2, None)
+    tuner = _kerastuner(splits, max_epochs, seed, None, _Best(), [], overwrite=True)
     ready.write_text(str(os.getpid()))
     tuner.search()  # on the chief this only serves the oracle
 
@@ -424,8 +419,7 @@ def _kerastuner(
     clock: _Clock | None,
     best: _Best,
     events: list[dict[str, Any]],
-    workers: int,
-    on_trial_begin: Callable[[Any], None] | None,
+    overwrite: bool,
 ) -> Any:
     """The Hyperband tuner every KerasTuner process builds (chief and workers alike)."""
     import keras
@@ -450,16 +444,16 @@ def _kerastuner(
             return history
 
     class Hyperband(kt.Hyperband):  # type: ignore[misc]
+        begun = 0  # trials this process began
+
         def _configure_tensorboard_dir(self, *args: Any, **kwargs: Any) -> None:
             """No TensorBoard callback here; skip KerasTuner's import of tensorboard."""
 
         def on_trial_begin(self, trial: Any) -> None:
             super().on_trial_begin(trial)
-            if on_trial_begin is not None:
-                on_trial_begin(trial)
+            self.begun += 1
 
     keras.utils.set_random_seed(seed)
-    chief = os.environ.get("KERASTUNER_TUNER_ID") == "chief"
     return Hyperband(
         Model(),
         objective="val_accuracy",
@@ -469,7 +463,7 @@ def _kerastuner(
         seed=seed,
         directory=os.environ["HPSEARCH_RUNS_DIR"],
         project_name="kt",
-        overwrite=workers == 1 or chief,  # the workers share the chief's project folder
+        overwrite=overwrite,
     )
 
 
@@ -746,13 +740,13 @@ class _Launcher:
             return subprocess.Popen(cmd, env=proc_env, stdout=log, stderr=log), log
 
         try:
-            if method == "kerastuner" and workers > 1:  # KerasTuner's chief, before its workers
+            kt_parallel = method == "kerastuner" and workers > 1
+            if kt_parallel:  # KerasTuner's chief, before its workers
                 env.update(KERASTUNER_ORACLE_IP="127.0.0.1", KERASTUNER_ORACLE_PORT=_free_port())
                 chief.append(start(KT_CHIEF, 0, "chief"))
                 self._wait_ready(folder, chief, ["chief"])
             for w in range(workers):
-                tuner_id = f"tuner{w}" if method == "kerastuner" and workers > 1 else None
-                procs.append(start(method, w, tuner_id))
+                procs.append(start(method, w, f"tuner{w}" if kt_parallel else None))
             self._start_together(folder, procs)
             deadline = time.monotonic() + budget_s + 900
             for proc, _ in procs:
@@ -832,13 +826,13 @@ def merge_workers(results: list[dict[str, Any]]) -> dict[str, Any]:
             events.setdefault(e.get("trial", (r["worker"], i)), e)
     merged = dict(results[0])
     merged["events"] = sorted(events.values(), key=lambda e: e["t"])
-    if all(r["counts"].get("per_worker") for r in results):  # KerasTuner: no shared study
+    if all(r.get("counts_own") for r in results):  # KerasTuner: no shared study
         merged["counts"] = {k: sum(r["counts"][k] for r in results) for k in results[0]["counts"]}
-        merged["counts"].pop("per_worker")
     else:
         merged["counts"] = max((r["counts"] for r in results), key=lambda c: sum(c.values()))
     merged["workers"] = len(results)
     merged.pop("worker", None)
+    merged.pop("counts_own", None)
     return merged
 
 

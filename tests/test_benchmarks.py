@@ -289,8 +289,11 @@ def test_search_workers_count_each_trial_once(monkeypatch: pytest.MonkeyPatch) -
     kt = [{"worker": 0, "events": [{"t": 1.0, "val": 0.5}] * 2, "counts": {}}]
     assert len(search.merge_workers(kt)["events"]) == 2
     # KerasTuner's workers share no study: each counts its own trials, and they add up
-    own = {"trials": 3, "complete": 2, "per_worker": 1}
-    kt = [{"worker": w, "events": [{"t": 1.0 + w, "val": 0.5}], "counts": own} for w in (0, 1)]
+    own = {"trials": 3, "complete": 2}
+    kt = [
+        {"worker": w, "events": [{"t": 1.0 + w, "val": 0.5}], "counts": own, "counts_own": True}
+        for w in (0, 1)
+    ]
     assert search.merge_workers(kt)["counts"] == {"trials": 6, "complete": 4}
 
 
